@@ -1,0 +1,1 @@
+"""Datasets: the normalized schema, per-dataset readers, the synthetic default, frame sampling and shards."""

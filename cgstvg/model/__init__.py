@@ -1,0 +1,1 @@
+"""The CG-STVG model: backbones, multimodal encoder, decoders with ICG/ICR, heads, criterion, post-processing."""

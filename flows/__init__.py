@@ -1,0 +1,1 @@
+"""Prefect flows and deployments that run the DVC stages locally or on a GPU work pool."""
