@@ -1,0 +1,370 @@
+"""Write WebDataset shards: each video decoded once with decord, only the frames its samples need.
+
+One split of the normalized table (`cgstvg.data.schema.SAMPLE_SCHEMA` rows) becomes
+`<out>/shard-000000.tar, shard-000001.tar, ...`, a `manifest.json` and a `rejects.parquet`.
+
+A sample in a shard (WebDataset key = `sample_id`, which has no dots):
+- `<key>.000.jpg`, `<key>.001.jpg`, ...: the sampled frames, RGB, resized (see `cgstvg.data.resize`), JPEG;
+- `<key>.json`: `sample_id, dataset, split, video_id, video_path, source, sentence, qtype, target_id, fps,
+  frame_count, segment [s, e], tube [s, e]` (original 0-based inclusive frame ids), `frame_ids` (original id of
+  each stored frame), `orig_size [h, w]`, `size [h, w]` (stored frames), `gt_indices` (positions in `frame_ids`
+  inside the tube), `boxes_cxcywh` (one per gt index, normalized to the frame), `boxes_xyxy` (original pixels),
+  `policy`, `eval_passes` (2 on evaluation splits: frames are 2x dense, run `[0::2]` and `[1::2]`).
+
+Determinism and resumption. Samples are ordered by (video_path, sample_id) before anything is decoded, so the
+samples of one video are adjacent and each video is decoded once. Shards are filled in that order and closed
+before a sample that would push them past `max_samples` or `max_bytes`; `max_samples` is lowered so a split has
+at least `min_shards` shards. Tar members have a fixed mtime/uid/gid/owner/mode and sorted names, JPEG encoding
+is deterministic, so the same inputs give byte-identical shards. After each shard a done-marker
+(`shard-000000.done.json`) records its sha256 and a hash of the plan of the samples it covers; a rerun keeps the
+leading shards whose marker, bytes and plan still match and rewrites from the first one that does not.
+
+Bad videos never become blank frames: the sample goes to the rejects table (`RejectReason.MISSING_VIDEO,
+EMPTY_VIDEO, UNDECODABLE_VIDEO, TOO_FEW_FRAMES, DECODE_ERROR`) with a message naming the file, and the split
+goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from cgstvg.data.resize import normalized_cxcywh, resize_frames, resized_size, scale_boxes_xyxy
+from cgstvg.data.sampling import TRAIN_SPLITS, sample_frame_ids
+from cgstvg.data.schema import RejectReason, reject_table
+from cgstvg.utils.atomic import write_json, write_parquet
+
+SHARD_PATTERN = "shard-{:06d}.tar"
+MAX_FRAMES_PER_SAMPLE = 1000  # member names carry three digits: 000.jpg .. 999.jpg
+_TAR_OWNER = ""  # fixed tar header fields, so reruns are byte-identical
+_TAR_MTIME = 0
+_TAR_MODE = 0o444
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """The `shard` section of params.yaml, typed. See params.yaml for the meaning of each knob."""
+
+    policy: dict[str, str]  # dataset -> sampling policy ('hcstvg', 'vidstg' or 'fixed')
+    sampling: dict  # hcstvg_fps, vidstg_frames, fixed_frames, eval_multiplier
+    short_side: int = 420
+    max_long_side: int = 700
+    resize_mode: str = "aspect"
+    width_cap: float = 1.4
+    jpeg_quality: int = 90
+    max_samples: int = 256
+    max_bytes: int = 1 << 30
+    min_shards: int = 4
+    workers: int = 2
+
+    @classmethod
+    def from_params(cls, section: dict) -> "ShardConfig":
+        resize = section["resize"]
+        shards = section["shards"]
+        return cls(policy=dict(section["policy"]), sampling=dict(section["sampling"]),
+                   short_side=int(resize["short_side"]), max_long_side=int(resize["max_long_side"]),
+                   resize_mode=str(resize["mode"]), width_cap=float(resize["width_cap"]),
+                   jpeg_quality=int(section["jpeg_quality"]), max_samples=int(shards["max_samples"]),
+                   max_bytes=int(shards["max_bytes"]), min_shards=int(shards["min_shards"]),
+                   workers=int(section["workers"]))
+
+
+# ---------------------------------------------------------------- planning (pure, before any decoding)
+
+def plan_sample(row: dict, cfg: ShardConfig) -> dict:
+    """The JSON metadata of one normalized row: sampled frame ids, sizes and boxes of the sampled GT frames."""
+    where = f"sample {row['sample_id']!r} ({row['source']})"
+    policy = cfg.policy.get(row["dataset"])
+    if policy is None:
+        raise KeyError(f"{where}: no sampling policy for dataset {row['dataset']!r} in shard.policy")
+    if "." in row["sample_id"]:
+        raise ValueError(f"{where}: a WebDataset key cannot contain '.'")
+    n_tube = row["tube_end"] - row["tube_start"] + 1
+    if len(row["boxes"]) != n_tube:
+        raise ValueError(f"{where}: {len(row['boxes'])} boxes for a tube of {n_tube} frames")
+    frame_ids = sample_frame_ids(cfg.sampling, policy=policy, split=row["split"], fps=row["fps"],
+                                 segment_start=row["segment_start"], segment_end=row["segment_end"])
+    if len(frame_ids) > MAX_FRAMES_PER_SAMPLE:
+        raise ValueError(f"{where}: {len(frame_ids)} sampled frames, at most {MAX_FRAMES_PER_SAMPLE} fit")
+    orig = (int(row["height"]), int(row["width"]))
+    size = resized_size(*orig, short_side=cfg.short_side, max_long_side=cfg.max_long_side,
+                        mode=cfg.resize_mode, width_cap=cfg.width_cap)
+    gt_indices = [i for i, f in enumerate(frame_ids) if row["tube_start"] <= f <= row["tube_end"]]
+    xyxy = torch.tensor([row["boxes"][frame_ids[i] - row["tube_start"]] for i in gt_indices],
+                        dtype=torch.float64).reshape(-1, 4)
+    cxcywh = normalized_cxcywh(scale_boxes_xyxy(xyxy, orig, size), size)
+    return {
+        "sample_id": row["sample_id"], "dataset": row["dataset"], "split": row["split"],
+        "video_id": row["video_id"], "video_path": row["video_path"], "source": row["source"],
+        "sentence": row["sentence"], "qtype": row["qtype"], "target_id": row["target_id"],
+        "fps": float(row["fps"]), "frame_count": int(row["frame_count"]),
+        "segment": [int(row["segment_start"]), int(row["segment_end"])],
+        "tube": [int(row["tube_start"]), int(row["tube_end"])],
+        "frame_ids": frame_ids, "orig_size": list(orig), "size": list(size), "gt_indices": gt_indices,
+        "boxes_cxcywh": [[round(v, 6) for v in b] for b in cxcywh.tolist()],
+        "boxes_xyxy": [[round(v, 3) for v in b] for b in xyxy.tolist()],
+        "policy": policy, "eval_passes": 1 if row["split"] in TRAIN_SPLITS else int(cfg.sampling["eval_multiplier"]),
+    }
+
+
+def plan_split(table: pa.Table, cfg: ShardConfig) -> list[dict]:
+    """Metadata of every row, ordered by (video_path, sample_id): the order of the shards."""
+    rows = sorted(table.to_pylist(), key=lambda r: (r["video_path"], r["sample_id"]))
+    for a, b in zip(rows, rows[1:]):
+        if a["sample_id"] == b["sample_id"]:
+            raise ValueError(f"duplicate sample_id {a['sample_id']!r} ({a['source']}, {b['source']})")
+    return [plan_sample(r, cfg) for r in rows]
+
+
+def _video_fingerprint(path: Path) -> list[int]:
+    """Size and mtime of a video, so a changed file invalidates the shards made from it."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return [-1, -1]
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _plan_hash(records: list[dict], fingerprints: dict[str, list[int]], cfg: ShardConfig) -> str:
+    payload = {"records": records, "videos": [fingerprints[r["video_path"]] for r in records],
+               "jpeg_quality": cfg.jpeg_quality}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- decoding (runs in the worker processes)
+
+@dataclass
+class Encoded:
+    """One sample ready for the tar (`members`), or a reject (`reason`, `message`)."""
+
+    sample_id: str
+    members: dict[str, bytes] | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int) -> list[Encoded]:
+    """Decode the frames that `records` (samples of one video) need, resize and JPEG-encode them.
+
+    The decord reader is opened here, in the worker process, and decodes only the requested frames
+    (`get_batch`), at native resolution; every failure becomes a reject naming the file.
+    """
+    import decord  # imported in the worker: decord readers must not cross a fork
+    from torchvision.io import encode_jpeg
+
+    torch.set_num_threads(1)
+    path = Path(video_file)
+
+    def reject_all(reason: RejectReason, message: str) -> list[Encoded]:
+        return [Encoded(r["sample_id"], reason=reason.value, message=message) for r in records]
+
+    if not path.is_file():
+        return reject_all(RejectReason.MISSING_VIDEO, f"{path}: no such file")
+    if path.stat().st_size == 0:
+        return reject_all(RejectReason.EMPTY_VIDEO, f"{path}: file is empty (0 bytes)")
+    try:
+        reader = decord.VideoReader(str(path), num_threads=1)
+        n_frames = len(reader)
+    except Exception as e:  # decord raises RuntimeError/DECORDError with ffmpeg's text
+        return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {e}".strip())
+    out = []
+    for r in records:
+        needed = max(max(r["frame_ids"]), r["tube"][1]) + 1
+        if n_frames < needed:
+            out.append(Encoded(r["sample_id"], reason=RejectReason.TOO_FEW_FRAMES.value,
+                               message=f"{path}: {n_frames} decodable frames, the sample needs frame {needed - 1} "
+                                       f"(annotation says {r['frame_count']} frames)"))
+            continue
+        unique = sorted(set(r["frame_ids"]))
+        try:
+            batch = reader.get_batch(unique).asnumpy()
+        except Exception as e:
+            out.append(Encoded(r["sample_id"], reason=RejectReason.DECODE_ERROR.value,
+                               message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {e}".strip()))
+            continue
+        frames = resize_frames(torch.from_numpy(batch).permute(0, 3, 1, 2), tuple(r["size"]))
+        jpegs = dict(zip(unique, encode_jpeg(list(frames.contiguous()), quality=jpeg_quality)))
+        members = {f"{i:03d}.jpg": jpegs[f].numpy().tobytes() for i, f in enumerate(r["frame_ids"])}
+        members["json"] = json.dumps(r, sort_keys=True, separators=(",", ":")).encode()
+        out.append(Encoded(r["sample_id"], members=members))
+    return out
+
+
+def _encode_task(task: tuple[str, list[dict], int]) -> list[Encoded]:
+    return encode_video_samples(*task)
+
+
+def _encoded_stream(tasks: list[tuple[str, list[dict], int]], workers: int) -> Iterator[list[Encoded]]:
+    """Results of `encode_video_samples`, in task order; over a process pool when `workers > 0`."""
+    if workers <= 0:
+        yield from map(_encode_task, tasks)
+        return
+    # fork, as torch's DataLoader does: no re-import per worker and no `__main__` guard needed in callers; decord
+    # is only ever imported inside the workers, so no reader state is inherited
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield from pool.map(_encode_task, tasks, chunksize=1)
+
+
+# ---------------------------------------------------------------- writing
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _ShardFile:
+    """One shard being written: samples are streamed into a hidden temporary file, renamed when closed."""
+
+    def __init__(self, path: Path):
+        from webdataset import TarWriter
+
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp")
+        self.file = open(self.tmp, "wb")
+        self.tar = TarWriter(self.file, user=_TAR_OWNER, group=_TAR_OWNER, mode=_TAR_MODE, mtime=_TAR_MTIME,
+                             encoder=False)
+        self.samples = 0
+
+    def write(self, sample: Encoded) -> None:
+        self.tar.write({"__key__": sample.sample_id, **sample.members})
+        self.samples += 1
+
+    def close(self) -> tuple[int, str]:
+        """Finish the tar, move it in place; returns (bytes, sha256)."""
+        self.tar.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        return self.path.stat().st_size, _sha256(self.path)
+
+
+def _sample_bytes(s: Encoded) -> int:
+    """Tar bytes of one sample: a 512-byte header per member plus the payload padded to 512."""
+    return sum(512 + -(-len(v) // 512) * 512 for v in s.members.values())
+
+
+def _max_samples_per_shard(n: int, cfg: ShardConfig) -> int:
+    # floor(n / min_shards) samples per shard gives at least min_shards shards
+    return max(1, min(cfg.max_samples, n // max(1, cfg.min_shards)))
+
+
+def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> tuple[list[dict], int]:
+    """Markers of the leading shards that are intact and still match the plan; removes everything after them."""
+    kept, cursor = [], 0
+    while True:
+        name = SHARD_PATTERN.format(len(kept))
+        tar, marker = out_dir / name, out_dir / (name[:-4] + ".done.json")
+        if not (tar.is_file() and marker.is_file()):
+            break
+        m = json.loads(marker.read_text())
+        span = plan[cursor:cursor + len(m["consumed"])]
+        if ([r["sample_id"] for r in span] != m["consumed"] or m["plan_hash"] != _plan_hash(span, fingerprints, cfg)
+                or tar.stat().st_size != m["bytes"] or _sha256(tar) != m["sha256"]):
+            break
+        kept.append(m)
+        cursor += len(m["consumed"])
+    for stale in [*out_dir.glob("shard-*"), *out_dir.glob(".shard-*.tmp")]:
+        if stale.name.startswith(".") or int(stale.name[6:12]) >= len(kept):
+            stale.unlink()
+    return kept, cursor
+
+
+def write_split(table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.PathLike, cfg: ShardConfig, *,
+                progress: bool = True) -> dict:
+    """Shard one split (all rows of `table` share dataset and split); returns the manifest it writes.
+
+    Resumable: leading shards from an interrupted run that still match are kept, the rest is rewritten.
+    """
+    out_dir, raw_root = Path(out_dir), Path(raw_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_split(table, cfg)
+    fingerprints = {p: _video_fingerprint(raw_root / p) for p in {r["video_path"] for r in plan}}
+    markers, cursor = _resume(out_dir, plan, fingerprints, cfg)
+    todo = plan[cursor:]
+    tasks = [(str(raw_root / video), list(recs), cfg.jpeg_quality)
+             for video, recs in groupby(todo, key=lambda r: r["video_path"])]
+    cap = _max_samples_per_shard(len(plan), cfg)
+
+    shard: _ShardFile | None = None
+    pending: list[Encoded] = []  # written and rejected samples of the open shard, in plan order (no frames)
+    shard_bytes = 0
+
+    def close_shard():
+        nonlocal cursor, shard
+        n_bytes, sha = shard.close()
+        span = plan[cursor:cursor + len(pending)]
+        marker = {"name": shard.path.name, "samples": shard.samples, "bytes": n_bytes, "sha256": sha,
+                  "consumed": [s.sample_id for s in pending], "plan_hash": _plan_hash(span, fingerprints, cfg),
+                  "rejects": [{"sample_id": s.sample_id, "reason": s.reason, "message": s.message}
+                              for s in pending if s.members is None]}
+        write_json(out_dir / (shard.path.name[:-4] + ".done.json"), marker)
+        markers.append(marker)
+        cursor += len(pending)
+        pending.clear()
+        shard = None
+
+    bar = tqdm(total=len(todo), desc=f"shard {out_dir.parent.name}/{out_dir.name}", unit="sample",
+               disable=not progress)
+    for results in _encoded_stream(tasks, cfg.workers):
+        for s in results:
+            if s.members is not None:
+                size = _sample_bytes(s)
+                if shard is not None and (shard.samples >= cap or shard_bytes + size > cfg.max_bytes):
+                    close_shard()
+                if shard is None:
+                    shard, shard_bytes = _ShardFile(out_dir / SHARD_PATTERN.format(len(markers))), 0
+                shard.write(s)
+                shard_bytes += size
+                s = Encoded(s.sample_id, members={})  # written: the frames are on disk now, keep only the id
+            pending.append(s)
+            bar.update(1)
+    bar.close()
+    if shard is not None:
+        close_shard()
+    trailing = [{"sample_id": s.sample_id, "reason": s.reason, "message": s.message} for s in pending]
+    return _finish_split(out_dir, plan, markers, trailing)
+
+
+def _finish_split(out_dir: Path, plan: list[dict], markers: list[dict], trailing_rejects: list[dict]) -> dict:
+    """Write `rejects.parquet` and `manifest.json` for a split whose shards are all written."""
+    by_id = {r["sample_id"]: r for r in plan}
+    rejects = [rj for m in markers for rj in m["rejects"]] + trailing_rejects
+    write_parquet(out_dir / "rejects.parquet", reject_table([
+        {"dataset": by_id[rj["sample_id"]]["dataset"], "split": by_id[rj["sample_id"]]["split"],
+         "sample_id": rj["sample_id"], "source": by_id[rj["sample_id"]]["source"], "reason": rj["reason"],
+         "message": rj["message"]} for rj in rejects]))
+    rejected = {rj["sample_id"] for rj in rejects}
+    kept = [r for r in plan if r["sample_id"] not in rejected]
+    frames = [len(r["frame_ids"]) for r in kept]
+    manifest = {
+        "samples": sum(m["samples"] for m in markers), "rejected": len(rejects),
+        "bytes": sum(m["bytes"] for m in markers),
+        "shards": [{k: m[k] for k in ("name", "samples", "bytes", "sha256")} for m in markers],
+        "frames_per_sample": {"min": min(frames, default=0), "max": max(frames, default=0)},
+        "samples_without_gt_frame": sum(1 for r in kept if not r["gt_indices"]),
+        "eval_passes": max((r["eval_passes"] for r in kept), default=1),
+    }
+    if plan:
+        manifest.update(dataset=plan[0]["dataset"], split=plan[0]["split"])
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+__all__ = ["Encoded", "SHARD_PATTERN", "ShardConfig", "encode_video_samples", "plan_sample", "plan_split",
+           "write_split"]

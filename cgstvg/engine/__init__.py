@@ -1,0 +1,1 @@
+"""Training and evaluation machinery: optimizer groups and schedule, EMA, checkpoints, DDP, the loops, extraction."""

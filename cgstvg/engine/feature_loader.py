@@ -1,0 +1,173 @@
+"""The shard loader with the cached features of `extract` joined to every sample.
+
+`FeatureShardLoader` is `cgstvg.data.shard_reader.ShardLoader` (same shard order, DDP split, shuffle, seeds and
+batch cut) whose samples also read the feature shard of the same name in `feature_dir`, in lockstep (both tars
+hold the same keys in the same order; a mismatch is an error naming both files). Batches are the dict of
+`cgstvg.data.collate` plus `features`:
+- `features["motion"]`, `features["appearance"]`: (B, T, C, H', W') float32, zero on padded frames and cells;
+- `features["motion.pass{k}"]`: (B, T_k, C_m, H', W') per evaluation pass (evaluation splits only);
+- `features["text"]`: (B, L, C_t) and `features["text_mask"]`: (B, L) bool, True = padding token.
+
+Training augmentation is the shard reader's `TrainAugment`, drawn with the same random numbers; the features
+follow the frames: a temporal crop slices them, a flip mirrors their width (an approximation: a backbone of a
+mirrored video is not exactly the mirror of its features) and picks the features of the left/right-swapped
+sentence. Multi-scale resizing cannot keep cached features on the frames' grid and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+import webdataset as wds
+
+from cgstvg.data.augment import TrainAugment, hflip, temporal_crop
+from cgstvg.data.collate import collate_clips
+# _stream_seed is the shard reader's own seed mix: the shard order must be exactly ShardLoader's.
+from cgstvg.data.shard_reader import ShardLoader, _stream_seed, clip_from_sample
+from cgstvg.engine.features import load_npy
+
+FRAME_ALIGNED = ("motion", "appearance")
+
+
+class CachedFeatureAugment:
+    """`TrainAugment` applied to a clip together with its cached features (see the module docstring)."""
+
+    def __init__(self, augment: TrainAugment):
+        if augment.scales:
+            raise ValueError(
+                "shard.loader.train_scales (multi-scale training) cannot be used with cached features: their grid "
+                "is fixed by the frames' extraction size; set train_scales: [] or train on frames"
+            )
+        self.augment = augment
+
+    def __call__(self, clip: dict, rng: random.Random) -> dict:
+        # The order and the random draws are TrainAugment.__call__'s, so a clip gets the same augmentation
+        # whether or not its features are cached.
+        start = 0
+        if rng.random() < self.augment.temporal_crop_prob:
+            gt_before = clip["gt_indices"]
+            clip = temporal_crop(clip, rng)
+            if len(gt_before):  # the crop shifts the GT positions by its first kept frame
+                start = int(gt_before[0]) - int(clip["gt_indices"][0])
+        flipped = rng.random() < self.augment.flip_prob
+        if flipped:
+            clip = hflip(clip)
+        feats = dict(clip["features"])
+        n = clip["frames"].shape[0]
+        for name in FRAME_ALIGNED:
+            if name in feats:
+                feats[name] = feats[name][start:start + n]
+                if flipped:
+                    feats[name] = feats[name].flip(-1)
+        if flipped and "text" in feats:
+            feats["text"] = feats.pop("text.flipped", feats["text"])
+        feats.pop("text.flipped", None)
+        return dict(clip, features=feats)
+
+
+def _pad_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Zero-pad tensors of equal rank to the largest size in every dimension and stack them."""
+    shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors))]
+    out = tensors[0].new_zeros(len(tensors), *shape)
+    for i, t in enumerate(tensors):
+        out[(i, *(slice(0, s) for s in t.shape))] = t
+    return out
+
+
+def collate_with_features(clips: list[dict]) -> dict:
+    """`collate_clips` plus the padded `features` (see the module docstring)."""
+    batch = collate_clips(clips)
+    names = sorted(clips[0]["features"])
+    feats: dict[str, torch.Tensor] = {}
+    for name in names:
+        if name == "text.flipped":
+            continue
+        if any(name not in c["features"] for c in clips):
+            missing = [c["meta"]["sample_id"] for c in clips if name not in c["features"]]
+            raise ValueError(f"samples {missing} lack the cached feature {name!r} that others in the batch have")
+        feats[name] = _pad_stack([c["features"][name] for c in clips])
+    if "text" in feats:
+        lengths = torch.tensor([c["features"]["text"].shape[0] for c in clips])
+        feats["text_mask"] = torch.arange(feats["text"].shape[1])[None] >= lengths[:, None]
+    batch["features"] = feats
+    return batch
+
+
+class FeatureShardLoader(ShardLoader):
+    """`ShardLoader` whose batches carry the cached features of the same split (see the module docstring)."""
+
+    def __init__(self, split_dir: str | Path, feature_dir: str | Path, *, features: tuple[str, ...], **kwargs):
+        augment = kwargs.pop("augment", None)
+        super().__init__(split_dir, **kwargs)
+        self.augment = CachedFeatureAugment(augment) if augment is not None else None
+        self.feature_dir = Path(feature_dir)
+        self.features = tuple(features)
+        manifest_path = self.feature_dir / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{manifest_path}: no feature manifest (run the `extract` stage first)")
+        fmanifest = json.loads(manifest_path.read_text())
+        missing = sorted(set(self.features) - set(fmanifest.get("features", [])))
+        if missing:
+            raise ValueError(f"{manifest_path}: features {missing} were not extracted (have {fmanifest.get('features')}); "
+                             "rerun `extract` with the backbones frozen")
+        frame_shards = [(s["name"], s["samples"]) for s in self.manifest["shards"]]
+        feature_shards = [(s["name"], s["samples"]) for s in fmanifest["shards"]]
+        if frame_shards != feature_shards:
+            raise ValueError(f"{manifest_path}: its shards do not match {self.split_dir / 'manifest.json'} "
+                             "(the frame shards changed after extraction; rerun `extract`)")
+
+    def _joined_samples(self, src):
+        """Frame-tar samples with the members of the feature tar of the same name (a webdataset stage)."""
+        for item in src:
+            url = item["url"]
+            feature_url = str(self.feature_dir / Path(url).name)
+            frames = wds.tarfile_to_samples()(iter([{"url": url}]))
+            feats = wds.tarfile_to_samples()(iter([{"url": feature_url}]))
+            for a, b in zip(frames, feats, strict=True):
+                if a["__key__"] != b["__key__"]:
+                    raise ValueError(f"{url} and {feature_url}: sample {a['__key__']!r} meets {b['__key__']!r}; "
+                                     "the feature shard does not belong to this frame shard (rerun `extract`)")
+                yield {**b, **a, "features_url": feature_url}
+
+    def _clips(self, src):
+        rng = self._worker_rng("augment") if self.augment is not None else None
+        for sample in src:
+            clip = clip_from_sample(sample)
+            feats = {}
+            for member, data in sample.items():
+                if not member.endswith(".npy"):
+                    continue
+                name = member[: -len(".npy")]
+                base = name.split(".")[0]
+                if base in self.features or (base == "motion" and name.startswith("motion.pass")):
+                    feats[name] = load_npy(data, f"{sample['features_url']}: {sample['__key__']}.{member}")
+            for name in self.features:
+                if name not in feats:
+                    raise ValueError(f"{sample['features_url']}: sample {sample['__key__']!r} has no {name}.npy")
+            n = clip["frames"].shape[0]
+            for name in FRAME_ALIGNED:
+                if name in feats and feats[name].shape[0] != n:
+                    raise ValueError(f"{sample['features_url']}: sample {sample['__key__']!r} has {n} frames but "
+                                     f"{feats[name].shape[0]} {name} feature rows")
+            clip["features"] = feats
+            if rng is not None:
+                clip = self.augment(clip, rng)
+            yield clip  # uint8 frames: `collate_clips` normalizes them into the padded batch
+
+    def pipeline(self) -> wds.DataPipeline:
+        urls = list(self.urls)
+        if self.train:  # the same permutation on every rank (ShardLoader.pipeline's rule)
+            random.Random(_stream_seed(self.seed, self.epoch)).shuffle(urls)
+        stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, self._joined_samples]
+        if self.train:
+            stages.append(self._shuffled)
+        stages += [self._clips, wds.batched(self.batch_size, collation_fn=collate_with_features,
+                                            partial=not self.train)]
+        pipe = wds.DataPipeline(*stages)
+        return pipe.repeat() if self.train else pipe
+
+
+__all__ = ["CachedFeatureAugment", "FeatureShardLoader", "collate_with_features"]

@@ -1,0 +1,266 @@
+"""The training loop: AdamW groups, warm-up + multistep schedule, EMA, clipping, AMP, DDP, checkpoints, resume.
+
+It is model-agnostic: the caller gives a `loss_fn(model, batch) -> (total, terms)` that runs the forward pass and
+the criterion (total: a scalar tensor with grad; terms: name -> scalar tensor, the weighted parts logged as
+curves), and `batches(epoch, skip)` that yields this rank's batches of one epoch, deterministically for a given
+epoch, leaving out the first `skip` (used on resume). Every rank must yield exactly `steps_per_epoch` batches.
+
+Determinism and resume. Before every step the torch RNG is seeded from (seed, step, rank), so dropout and any
+other torch randomness of step k is the same whether the run was interrupted or not; with a deterministic
+`batches`, a resumed run reproduces the uninterrupted loss curve. A checkpoint is written every
+`checkpoint_every` steps and at the end (rank 0 only; the others wait at a barrier); `train` resumes
+automatically from the newest checkpoint with the same fingerprint.
+
+Curves: every `log_every` steps the mean of each term over the interval (averaged over ranks) and each group's
+learning rate are appended to the curve rows, which are written (rank 0) as CSV for `dvc plots` and stored in the
+checkpoints so that a resumed run writes the whole curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from cgstvg.engine import checkpoint as ckpt
+from cgstvg.engine.distributed import DistEnv, all_reduce_mean, barrier
+from cgstvg.engine.ema import build_ema, unwrap
+from cgstvg.engine.optim import GroupSpec, build_optimizer, build_scheduler
+from cgstvg.utils.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
+BatchFn = Callable[[int, int], Iterable[Any]]
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Knobs of the loop (the `train` section of params.yaml, with steps already computed)."""
+
+    epochs: int
+    steps_per_epoch: int
+    warmup_steps: int
+    milestones: tuple[int, ...]  # optimizer steps at which the "step" groups are multiplied by gamma
+    gamma: float = 0.1
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1  # max global grad norm; <= 0 disables clipping
+    ema_decay: float = 0.9998
+    amp: bool = True  # autocast on CUDA only; the CPU always runs fp32
+    amp_dtype: str = "bfloat16"  # "float16" adds a GradScaler
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 2021
+    find_unused_parameters: bool = False
+
+    def __post_init__(self):
+        for name in ("epochs", "steps_per_epoch", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every % self.log_every:
+            raise ValueError(
+                f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of train.log_every "
+                f"({self.log_every}), so that a checkpoint never splits a logging interval"
+            )
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"train.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {self.amp_dtype!r}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int  # optimizer steps done in all (including those before a resume)
+    resumed_from: int  # 0 for a fresh run
+    model: nn.Module  # the trained (unwrapped) model
+    ema: nn.Module  # the EMA model (an AveragedModel; `.module` is the averaged copy)
+    curve: list[dict[str, float]]
+    seconds: float  # wall time of this invocation
+    steps_run: int  # steps run in this invocation
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of one step on one rank (a fixed mix, so it does not depend on where a run resumed)."""
+    return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+def write_curves(rows: Sequence[Mapping[str, float]], loss_csv: str | os.PathLike, lr_csv: str | os.PathLike) -> None:
+    """Write the loss columns (step, epoch, total, terms) and the `lr_*` columns as two CSV files, atomically."""
+    if not rows:
+        return
+    cols = list(rows[0].keys())
+    lr_cols = [c for c in cols if c.startswith("lr_")]
+    loss_cols = [c for c in cols if not c.startswith("lr_")]
+    for path, columns in ((loss_csv, loss_cols), (lr_csv, ["step", *lr_cols])):
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow({c: (r[c] if isinstance(r[c], int) else f"{r[c]:.6g}") for c in columns})
+
+
+def _autocast(env: DistEnv, settings: TrainSettings):
+    if settings.amp and env.device.type == "cuda":
+        return torch.autocast("cuda", dtype=AMP_DTYPES[settings.amp_dtype])
+    return contextlib.nullcontext()
+
+
+def train(
+    model: nn.Module,
+    groups: Sequence[GroupSpec],
+    loss_fn: LossFn,
+    batches: BatchFn,
+    settings: TrainSettings,
+    env: DistEnv,
+    checkpoint_dir: str | os.PathLike,
+    fingerprint: str,
+    loss_csv: str | os.PathLike | None = None,
+    lr_csv: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` for `settings.total_steps` optimizer steps, resuming from `checkpoint_dir` if possible."""
+    t0 = time.perf_counter()
+    checkpoint_dir = Path(checkpoint_dir)
+    model.to(env.device)
+    optimizer = build_optimizer(model, groups, settings.weight_decay)
+    scheduler = build_scheduler(
+        optimizer, groups, settings.total_steps, settings.warmup_steps, settings.milestones, settings.gamma
+    )
+    use_scaler = settings.amp and env.device.type == "cuda" and settings.amp_dtype == "float16"
+    scaler = torch.amp.GradScaler(env.device.type, enabled=use_scaler)
+    ema = build_ema(model, settings.ema_decay)
+
+    state = ckpt.latest_checkpoint(checkpoint_dir, fingerprint)
+    start, curve = 0, []
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"])
+        ema.load_state_dict(state["model_ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, curve = int(state["step"]), list(state["curve"])
+        if env.is_main:
+            log.info("resuming from %s at step %d", checkpoint_dir, start)
+    elif env.is_main:
+        removed = ckpt.remove_stale(checkpoint_dir, fingerprint)
+        if removed:
+            log.warning("removed %d stale checkpoint(s) from %s (params or data changed)", len(removed), checkpoint_dir)
+    del state
+    ema.to(env.device)
+
+    if env.is_distributed:
+        ddp_model: nn.Module = DistributedDataParallel(
+            model,
+            device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+            find_unused_parameters=settings.find_unused_parameters,
+        )
+    else:
+        ddp_model = model
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def save(step: int) -> None:
+        if env.is_main:
+            ckpt.save_checkpoint(
+                checkpoint_dir,
+                {
+                    "step": step,
+                    "epoch": step // settings.steps_per_epoch,
+                    "fingerprint": fingerprint,
+                    "model": unwrap(model).state_dict(),
+                    "model_ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "curve": curve,
+                },
+                keep=settings.keep_checkpoints,
+            )
+        barrier()
+
+    total_steps = settings.total_steps
+    sums: dict[str, float] = {}
+    n_in_interval = 0
+    bar = None
+    if progress and env.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    step = start
+    ddp_model.train()
+    for epoch in range(start // settings.steps_per_epoch, settings.epochs):
+        skip = step - epoch * settings.steps_per_epoch
+        n_batches = settings.steps_per_epoch - skip
+        got = 0
+        for batch in itertools.islice(batches(epoch, skip), n_batches):
+            got += 1
+            torch.manual_seed(step_seed(settings.seed, step, env.rank))
+            with _autocast(env, settings):
+                total, terms = loss_fn(ddp_model, batch)
+            if not torch.isfinite(total.detach()).item() and not use_scaler:
+                raise FloatingPointError(f"training loss is {total.item()} at step {step} (epoch {epoch})")
+            scaler.scale(total).backward()
+            if settings.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            ema.update_parameters(unwrap(model))
+            step += 1
+
+            for k, v in (("total", total), *terms.items()):
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n_in_interval += 1
+            if step % settings.log_every == 0 or step == total_steps:
+                keys = list(sums)
+                means = all_reduce_mean(torch.tensor([sums[k] / n_in_interval for k in keys], dtype=torch.float64,
+                                                     device=env.device if env.device.type == "cuda" else None))
+                row: dict[str, float] = {"step": step, "epoch": (step - 1) // settings.steps_per_epoch}
+                row.update({k: float(m) for k, m in zip(keys, means.tolist())})
+                row.update({f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups})
+                curve.append(row)
+                sums, n_in_interval = {}, 0
+                if env.is_main and loss_csv is not None and lr_csv is not None:
+                    write_curves(curve, loss_csv, lr_csv)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['total']:.3f}", epoch=row["epoch"])
+            if step % settings.checkpoint_every == 0 or step == total_steps:
+                save(step)
+            if bar is not None:
+                bar.update(1)
+        if got != n_batches:
+            raise RuntimeError(
+                f"epoch {epoch} yielded {got} batches on rank {env.rank}, expected {n_batches} "
+                f"(steps_per_epoch={settings.steps_per_epoch}, skipped {skip}); every rank must yield the same number"
+            )
+    if bar is not None:
+        bar.close()
+    return TrainResult(
+        step=step,
+        resumed_from=start,
+        model=unwrap(model),
+        ema=ema,
+        curve=curve,
+        seconds=time.perf_counter() - t0,
+        steps_run=step - start,
+    )
+
+
+__all__ = ["AMP_DTYPES", "TrainResult", "TrainSettings", "step_seed", "train", "write_curves"]

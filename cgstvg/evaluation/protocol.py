@@ -1,0 +1,106 @@
+"""The test protocols: the release's dense two-pass protocol and a single-pass one.
+
+The release samples test frames at twice the training rate and runs the model twice, on the even and on the
+odd sampled frames (`ids[0::2]`, `ids[1::2]`), so that each pass sees a clip as long as in training. The two
+passes are merged: their boxes are pooled and linearly interpolated to every original frame between the first
+and the last sampled frame, and the segment is [min(starts), max(ends)). The single-pass protocol runs the
+model once on all sampled frames and interpolates the same way.
+
+Everything here takes plain tensors (frame ids, xyxy pixel boxes, segments in original frame ids), so it does
+not depend on the model: a pass's prediction is what the post-processor returns for that pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cgstvg.evaluation.interpolate import interpolate_boxes
+
+PROTOCOLS = {"two_pass": 2, "single_pass": 1}
+
+
+@dataclass(frozen=True)
+class PassPrediction:
+    """The post-processed output of one pass.
+
+    frame_ids: (T,) original frame ids of the frames the pass saw, strictly increasing.
+    boxes: (T, 4) xyxy original pixels, one per frame of the pass.
+    segment: (start, end) in original frame ids, end EXCLUSIVE (`[frame_ids[s], frame_ids[e] + 1]`).
+    """
+
+    frame_ids: torch.Tensor
+    boxes: torch.Tensor
+    segment: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TubePrediction:
+    """A video's predicted tube after merging and interpolation.
+
+    segment: (start, end) in original frame ids, end exclusive.
+    frame_ids: (F,) int64, every original frame from the first to the last sampled frame.
+    boxes: (F, 4) float64 xyxy original pixels at those frames.
+    """
+
+    segment: tuple[int, int]
+    frame_ids: torch.Tensor
+    boxes: torch.Tensor
+
+
+def interleaved_passes(num_frames: int, num_passes: int = 2) -> list[torch.Tensor]:
+    """Positions (into the sampled frames) of each pass: pass k takes positions k, k + P, k + 2P, ...
+
+    With P = 2 this is the release's split into `ids[0::2]` and `ids[1::2]`. Passes that would be empty (fewer
+    sampled frames than passes) are left out, so every returned pass has at least one frame.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one sampled frame, got {num_frames}")
+    if num_passes < 1:
+        raise ValueError(f"num_passes must be >= 1, got {num_passes}")
+    positions = torch.arange(num_frames)
+    return [positions[k::num_passes] for k in range(min(num_passes, num_frames))]
+
+
+def merge_passes(passes: Sequence[PassPrediction]) -> TubePrediction:
+    """Merge the passes of one video: pooled boxes interpolated to every frame, segment = [min start, max end)."""
+    if not passes:
+        raise ValueError("merge_passes needs at least one pass")
+    for k, p in enumerate(passes):
+        if p.boxes.shape != (p.frame_ids.numel(), 4):
+            raise ValueError(
+                f"pass {k}: {p.frame_ids.numel()} frame ids need boxes of shape ({p.frame_ids.numel()}, 4), "
+                f"got {tuple(p.boxes.shape)}"
+            )
+        if int(p.segment[1]) <= int(p.segment[0]):
+            raise ValueError(f"pass {k}: segment {tuple(p.segment)} is empty (the end is exclusive)")
+    frame_ids = torch.cat([p.frame_ids.reshape(-1).to(torch.int64).cpu() for p in passes])
+    boxes = torch.cat([p.boxes.detach().reshape(-1, 4).to(torch.float64).cpu() for p in passes])
+    frame_ids, order = torch.sort(frame_ids, stable=True)
+    if frame_ids.numel() > 1 and bool((frame_ids[1:] == frame_ids[:-1]).any()):
+        raise ValueError(f"passes share frame ids: {frame_ids.unique_consecutive().tolist()} are not disjoint")
+    frames, dense = interpolate_boxes(frame_ids, boxes[order])
+    segment = (min(int(p.segment[0]) for p in passes), max(int(p.segment[1]) for p in passes))
+    return TubePrediction(segment=segment, frame_ids=frames, boxes=dense)
+
+
+def run_protocol(
+    frame_ids: torch.Tensor,
+    predict_pass: Callable[[torch.Tensor], PassPrediction],
+    protocol: str = "two_pass",
+) -> TubePrediction:
+    """Run `predict_pass` on each pass of `protocol` and merge the results.
+
+    frame_ids: (N,) original frame ids of all sampled frames (2x the training rate for "two_pass", the training
+    rate for "single_pass"). predict_pass(positions) receives the (T,) positions into those N frames that the
+    pass sees (slice the frames / features with them) and returns the pass's `PassPrediction`.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+    passes = interleaved_passes(int(frame_ids.numel()), PROTOCOLS[protocol])
+    return merge_passes([predict_pass(positions) for positions in passes])
+
+
+__all__ = ["PROTOCOLS", "PassPrediction", "TubePrediction", "interleaved_passes", "merge_passes", "run_protocol"]

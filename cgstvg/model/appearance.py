@@ -1,0 +1,137 @@
+"""Appearance backbone: a per-frame 2D CNN giving one feature map per frame.
+
+Two kinds share one interface (`forward(frames) -> features`, plus `out_channels` and `stride`):
+
+* `ResNetTrunk`: a torchvision ResNet (`resnet18/34/50/101`) with `FrozenBatchNorm2d`, cut after `layer4`
+  (or `layer3`). This is the release's backbone (ResNet-101, layer4, stride 32, 2048 channels): the stem
+  (conv1, bn1) and layer1 are frozen, layer2-4 train (models/vision_model/backbone.py of the release).
+  Its state-dict keys are torchvision's (`conv1.weight`, `layer1.0.bn1.running_mean`, ...), which are the
+  release's keys without the `vis_encoder.0.body.` prefix (see `backbone_weights.official_appearance_key`).
+* `SmallConvNet`: a small trainable CNN (stride-2 conv-BN-ReLU blocks) for the CPU default; frozen random
+  ResNet features read colours and shapes of small objects poorly (shared/reference/synthetic-default-study.md).
+
+Frames are ImageNet-normalized RGB, (N, 3, H, W) with N = frames of all videos. Padded pixels are marked by a
+(N, H, W) bool mask (True = padding) that `downsample_mask` brings to the feature grid the way DETR does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+_TRUNK_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+# The release trains layer2-4 and freezes the stem and layer1 (BackboneBase in the release).
+_RELEASE_TRAINABLE = ("layer2", "layer3", "layer4")
+
+
+def downsample_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Padding mask (N, H, W) bool -> (N, h, w) bool on a feature grid of `size`, by nearest interpolation (DETR)."""
+    return F.interpolate(mask[None].float(), size=size)[0].to(torch.bool)
+
+
+def _run_in_chunks(fn: Any, frames: Tensor, chunk: int) -> Tensor:
+    """`fn` over slices of at most `chunk` frames, concatenated.
+
+    A memory tiling, not a per-frame loop: the layers are per-frame (frozen BN, convolutions, and BatchNorm in
+    eval mode), so the result equals one call on all frames up to float rounding (the convolution kernels may
+    block a smaller batch differently), while the largest activation shrinks from N frames to `chunk` frames.
+    In training mode BatchNorm's batch statistics would differ per chunk: use chunks for inference only.
+    """
+    if chunk <= 0 or frames.shape[0] <= chunk:
+        return fn(frames)
+    return torch.cat([fn(part) for part in frames.split(chunk)])
+
+
+class ResNetTrunk(nn.Module):
+    """torchvision ResNet up to `last_layer`, with frozen BatchNorm.
+
+    Args:
+        name: one of `RESNETS`.
+        last_layer: 'layer4' (release: stride 32) or 'layer3' (stride 16).
+        trainable: train layer2 onwards like the release; False freezes every parameter.
+        frame_chunk: run at most this many frames at a time (0 = all at once); see `_run_in_chunks`.
+        channels_last: keep weights and activations in NHWC memory order, which oneDNN convolves faster on CPU
+            (same result up to float rounding; the output is returned contiguous, NCHW).
+    Input (N, 3, H, W) float; output (N, out_channels, ceil(H/stride), ceil(W/stride)).
+    """
+
+    def __init__(self, name: str = "resnet101", last_layer: str = "layer4", trainable: bool = True,
+                 frame_chunk: int = 0, channels_last: bool = False) -> None:
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f"appearance backbone {name!r}: expected one of {RESNETS} or 'small_cnn'")
+        if last_layer not in ("layer3", "layer4"):
+            raise ValueError(f"appearance last_layer {last_layer!r}: expected 'layer3' or 'layer4'")
+        net = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        # Only the layers up to `last_layer` become attributes, so the state dict holds no unused weights.
+        self.layer_names = _TRUNK_LAYERS[: _TRUNK_LAYERS.index(last_layer) + 1]
+        for layer in self.layer_names:
+            setattr(self, layer, getattr(net, layer))
+        last_block = getattr(self, last_layer)[-1]
+        self.out_channels = (last_block.conv3 if hasattr(last_block, "conv3") else last_block.conv2).out_channels
+        self.stride = 32 if last_layer == "layer4" else 16
+        self.frame_chunk = frame_chunk
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
+        for param_name, param in self.named_parameters():
+            param.requires_grad_(trainable and param_name.startswith(_RELEASE_TRAINABLE))
+
+    def _trunk(self, frames: Tensor) -> Tensor:
+        frames = frames.contiguous(memory_format=self.memory_format)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(frames))))
+        for layer in self.layer_names:
+            x = getattr(self, layer)(x)
+        return x.contiguous()
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return _run_in_chunks(self._trunk, frames, self.frame_chunk)
+
+
+class SmallConvNet(nn.Module):
+    """A trainable CNN of stride-2 3x3 conv + BatchNorm + ReLU blocks: stride 2**len(channels).
+
+    Input (N, 3, H, W) float; output (N, channels[-1], ceil(H/stride), ceil(W/stride)), the same grid as a
+    ResNet or Video Swin of that stride.
+    """
+
+    def __init__(self, channels: tuple[int, ...] | list[int] = (16, 32, 64, 64), frame_chunk: int = 0) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("small_cnn channels: need at least one block")
+        blocks: list[nn.Module] = []
+        in_ch = 3
+        for out_ch in channels:
+            blocks += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out_ch),
+                       nn.ReLU(inplace=True)]
+            in_ch = out_ch
+        self.body = nn.Sequential(*blocks)
+        self.out_channels = in_ch
+        self.stride = 2 ** len(channels)
+        self.frame_chunk = frame_chunk
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return _run_in_chunks(self.body, frames, self.frame_chunk)
+
+
+def build_appearance(cfg: dict[str, Any], where: str = "params.yaml:model.backbones.appearance") -> nn.Module:
+    """Build from a params section: {name, last_layer, trainable, frame_chunk, channels_last} or
+    {name: small_cnn, channels, frame_chunk}; unknown keys are an error naming `where`."""
+    cfg = dict(cfg)
+    name = cfg.pop("name", None)
+    if name == "small_cnn":
+        allowed = {"channels", "frame_chunk"}
+    else:
+        allowed = {"last_layer", "trainable", "frame_chunk", "channels_last"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise KeyError(f"{where}: unknown keys {unknown} for name={name!r} (known: {sorted(allowed)})")
+    if name == "small_cnn":
+        return SmallConvNet(**cfg)
+    return ResNetTrunk(name, **cfg)

@@ -1,0 +1,135 @@
+"""The pipeline flow: the DVC stages as Prefect tasks, then the run's `dvc metrics diff` as a markdown artifact.
+
+    python -m flows.pipeline                                   # every stage of dvc.yaml, like `dvc repro`
+    python -m flows.pipeline --stages synthesize normalize     # some stages (each pulls in what it depends on)
+    python -m flows.pipeline --set train.epochs=2 --name short # overrides, recorded as a DVC experiment
+
+Each stage is one `dvc repro <stage>` task (a no-op when DVC has it cached), in dvc.yaml order. Two stages may
+run differently, both ending in `dvc commit` so dvc.lock and the cache are as after `dvc repro`:
+- a stage listed in `flows.fanout` has its per-item work mapped over Prefect tasks (flows/fanout.py);
+- `train` runs under torchrun when `flows.torchrun` asks for more than one process (flows/launch.py).
+Overrides are applied to params.yaml with DVC's own `-S` code; with overrides or a name the result is saved as a
+DVC experiment (`dvc exp run -n <name>` once the stages are up to date), so `dvc exp show`, `dvc exp push` and `dvc exp apply` see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.artifacts import publish_metrics_diff
+from flows.dvc_tasks import (
+    apply_param_overrides,
+    commit_stage,
+    dvc_json,
+    exp_push,
+    exp_record,
+    metrics_diff,
+    pipeline_stages,
+    pull,
+    push,
+    repro_stage,
+    with_retries,
+)
+from flows.fanout import run_fan_out, supports_fan_out
+from flows.launch import torchrun_stage
+from flows.settings import FlowSettings, load_flow_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _changed_stages(stage: str, repo: str) -> list[str]:
+    """Stages out of date among `stage` and everything upstream of it (`dvc status --with-deps`)."""
+    status = dvc_json(["status", "--with-deps", stage], repo)
+    return [name.split(":")[-1] for name in status]
+
+
+def run_stage(stage: str, repo: str, settings: FlowSettings) -> str:
+    """Run one stage the way the settings ask; returns how it ran ('repro', 'fanout', 'torchrun' or 'cached')."""
+    retries, backoff = settings.retries.get(stage, 0), settings.retry_backoff_s
+    fanout = stage in settings.fanout
+    if fanout and not supports_fan_out(stage, repo):
+        get_run_logger().warning(
+            "flows.fanout lists %r but its module has no main(argv, *, mapper): running `dvc repro %s` unmapped",
+            stage,
+            stage,
+        )
+        fanout = False
+    torchrun = stage == "train" and settings.torchrun.world_size > 1
+    if not (fanout or torchrun):
+        with_retries(repro_stage, retries, backoff)(stage, repo)
+        return "repro"
+    changed = _changed_stages(stage, repo)
+    upstream = [name for name in changed if name != stage]
+    # Upstream stages go through `dvc repro` first, so the launch below reads current inputs.
+    for name in upstream:
+        repro_stage(name, repo)
+    if upstream:
+        changed = _changed_stages(stage, repo)
+    if stage not in changed:
+        return "cached"
+    if fanout:
+        run_fan_out(stage, repo, settings)
+    else:
+        with_retries(torchrun_stage, retries, backoff)(stage, repo, settings.torchrun)
+    commit_stage(stage, repo)
+    return "fanout" if fanout else "torchrun"
+
+
+@flow(name="cgstvg-pipeline", log_prints=True)
+def pipeline(
+    stages: list[str] | None = None,
+    overrides: list[str] | None = None,
+    experiment: str | None = None,
+    baseline: str | None = None,
+    pull_first: bool = False,
+    push_after: bool = False,
+    git_remote: str = "origin",
+    repo: str | None = None,
+) -> dict[str, Any]:
+    """Run `stages` (default: all of dvc.yaml) with `overrides` (`section.key=value`, as `dvc exp run -S`).
+
+    `experiment` names the DVC experiment the run is saved as; `baseline` is the git rev that the metrics are
+    compared against (default `flows.baseline`, i.e. HEAD). On a cluster pod, `pull_first` fetches what the DVC
+    remote already has (so cached stages are skipped) and `push_after` uploads the results (`dvc push`, plus
+    `dvc exp push <git_remote>` for an experiment). Returns how each stage ran and the metrics diff.
+    """
+    root = str(Path(repo or REPO).resolve())
+    overrides = list(overrides or [])
+    if pull_first:
+        pull(root)
+    if overrides:
+        apply_param_overrides(overrides, root)
+    settings = load_flow_settings(root)
+    known = pipeline_stages(root)
+    unknown = [s for s in stages or [] if s not in known]
+    if unknown:
+        raise ValueError(f"{root}/dvc.yaml: no stage {unknown}; stages are {known}")
+    ran = {stage: run_stage(stage, root, settings) for stage in known if not stages or stage in stages}
+    if overrides or experiment:
+        exp_record(experiment, list(ran), root)
+    rev = baseline or settings.baseline
+    diff = metrics_diff(rev, root)
+    markdown = publish_metrics_diff(diff, rev)
+    if push_after:
+        push(root)
+        if experiment:
+            exp_push(git_remote, experiment, root)
+    return {"stages": ran, "metrics_diff": diff, "markdown": markdown}
+
+
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the DVC pipeline as a Prefect flow.")
+    parser.add_argument("--stages", nargs="+", help="stages to run (default: all of dvc.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="override, e.g. train.lr=1e-4")
+    parser.add_argument("--name", dest="experiment", help="save the run as a DVC experiment with this name")
+    parser.add_argument("--baseline", help="git rev to diff metrics against (default: flows.baseline)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = _parse()
+    pipeline(stages=args.stages, overrides=args.overrides, experiment=args.experiment, baseline=args.baseline)

@@ -1,0 +1,161 @@
+"""Stage `extract`: run the frozen backbones once over the frame shards; fp16 features as WebDataset shards.
+
+    python -m pipeline.extract --shards outputs/shard --out outputs/extract [--params params.yaml]
+
+Reads `base.seed`, `model` (the backbones), `extract` and `train.input`. Writes:
+- `<out>/tokenizer/`: the byte-level BPE tokenizer trained on the sentences of every `train` split (unless the text
+  backbone is a pretrained directory, which brings its own);
+- `<out>/frozen_backbones.safetensors`: the weights of the frozen backbones that produced the features (seeded
+  random weights on the CPU default); `train` loads them, so its checkpoint grounds raw videos consistently;
+- `<out>/<dataset>/<split>/shard-*.tar` + `manifest.json`: per sample `motion` always, and `appearance` and `text`
+  when `train.input` is `features` (those backbones then stay frozen); see `cgstvg.engine.features`;
+- `<out>/summary.json`: samples, bytes, features and seconds per split.
+Resumable: finished feature shards whose marker matches are kept (the output folder persists in dvc.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import webdataset as wds
+from safetensors.torch import load_file, save_file
+
+from cgstvg.data.schema import DATASETS
+from cgstvg.data.shard_reader import read_manifest
+from cgstvg.engine.checkpoint import fingerprint
+from cgstvg.engine.distributed import init_distributed
+from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_split, sha256_file
+from cgstvg.model.cgstvg import build_cgstvg
+from cgstvg.model.tokenizer import build_tokenizer
+from cgstvg.utils.atomic import atomic_path, write_json
+from cgstvg.utils.params import load_params, section
+
+INPUT_MODES = ("frames", "features")
+TRAIN_SPLITS = ("train",)
+
+
+def input_mode(params: dict, path) -> str:
+    mode = section(params, "train", path).get("input", "frames")
+    if mode not in INPUT_MODES:
+        raise ValueError(f"{path}: train.input must be one of {INPUT_MODES}, got {mode!r}")
+    return mode
+
+
+def cached_features(mode: str) -> tuple[str, ...]:
+    """Which backbone outputs are cached: motion always; appearance and text when training on features."""
+    return ("motion", "appearance", "text") if mode == "features" else ("motion",)
+
+
+def find_splits(shards: Path) -> list[tuple[str, str]]:
+    """(dataset, split) of every shard folder with a manifest, in a fixed order."""
+    return [(d, p.name) for d in DATASETS for p in sorted((shards / d).glob("*")) if (p / "manifest.json").is_file()]
+
+
+def training_sentences(shards: Path) -> list[str]:
+    """The sentences of every training split (read from the shards' JSON members)."""
+    out = []
+    for dataset, split in find_splits(shards):
+        if split not in TRAIN_SPLITS:
+            continue
+        folder = shards / dataset / split
+        for shard in read_manifest(folder)["shards"]:
+            for sample in wds.tarfile_to_samples()(iter([{"url": str(folder / shard["name"])}])):
+                out.append(json.loads(sample["json"])["sentence"])
+    return out
+
+
+def tokenizer_dir_for(model_params: dict, out: Path, shards: Path) -> Path | None:
+    """Build the tokenizer from the training sentences unless the text backbone is pretrained (None then)."""
+    text = model_params["backbones"]["text"]
+    if text.get("pretrained_dir"):
+        return None
+    sentences = training_sentences(shards)
+    if not sentences:
+        raise FileNotFoundError(f"{shards}: no training split to build the tokenizer from")
+    return build_tokenizer(sentences, out / "tokenizer", vocab_size=int(text["tokenizer_vocab_size"]))
+
+
+def frozen_state(model: torch.nn.Module, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """State-dict entries (`motion.*`, ...) of the frozen backbones `names`, contiguous CPU tensors."""
+    prefixes = tuple(f"{n}." for n in names)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(prefixes)}
+
+
+def load_frozen_backbones(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Copy the weights of `frozen_backbones.safetensors` into `model` (a CGSTVG or BatchModel); returns the keys.
+
+    Raises when a key is unknown to the model or a shape differs (the backbones' params changed since `extract`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no frozen backbone weights (run the `extract` stage first)")
+    state = load_file(path)
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{path}: weights {bad[:3]} do not fit the model (model.backbones changed since `extract`?)")
+    model.load_state_dict(state, strict=False)
+    return sorted(state)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", required=True, type=Path, help="shard output, e.g. outputs/shard")
+    parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/extract")
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    cfg = section(params, "extract", args.params)
+    model_params = section(params, "model", args.params)
+    seed = int(section(params, "base", args.params)["seed"])
+    mode = input_mode(params, args.params)
+    torch.set_num_threads(int(cfg.get("threads", 2)))
+    device = init_distributed(str(cfg.get("device", "auto"))).device
+    splits = find_splits(args.shards)
+    if not splits:
+        raise SystemExit(f"extract: {args.shards}: no <dataset>/<split>/manifest.json (run the `shard` stage first)")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer_dir_for(model_params, args.out, args.shards)
+    torch.manual_seed(seed)
+    model = build_cgstvg(model_params, tokenizer)
+    names = cached_features(mode)
+    weights = frozen_state(model, names)
+    with atomic_path(args.out / "frozen_backbones.safetensors") as tmp:
+        save_file(weights, str(tmp))
+    backbones = FrozenBackbones(model.motion, *(getattr(model, n) if n in names else None
+                                               for n in ("appearance", "text")))
+    extractor = FeatureExtractor(backbones, device, amp=bool(cfg.get("amp", True)),
+                                 batch_frames=int(cfg.get("batch_frames", 256)))
+    fp = fingerprint({"backbones": model_params["backbones"], "seed": seed, "features": names,
+                      "batch_frames": extractor.batch_frames, "device": device.type, "amp": extractor.amp,
+                      "tokenizer": {p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())} if tokenizer else None})
+
+    summary = {}
+    progress = sys.stderr.isatty()
+    for dataset, split in splits:
+        t0 = time.perf_counter()
+        manifest = extract_split(args.shards / dataset / split, args.out / dataset / split, extractor, fp, progress)
+        seconds = time.perf_counter() - t0
+        summary[f"{dataset}/{split}"] = {"samples": manifest["samples"], "bytes": manifest["bytes"],
+                                         "features": manifest["features"]}
+        print(f"extract: {dataset}/{split}: {manifest['samples']} samples, {manifest['bytes'] / 2**20:.1f} MiB "
+              f"({', '.join(manifest['features'])}), {manifest['reused_shards']} shards reused, {seconds:.1f} s")
+    expected = {args.out / d / s for d, s in splits}
+    for stale in args.out.glob("*/*"):  # splits no longer sharded
+        if stale.is_dir() and stale.parent.name in DATASETS and stale not in expected:
+            for f in stale.iterdir():
+                f.unlink()
+            stale.rmdir()
+    write_json(args.out / "summary.json", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Stage `shard`: normalized Parquet tables + videos -> WebDataset shards, one folder per dataset and split.
+
+    python -m pipeline.shard --normalized outputs/normalize --raw <raw_root> --out outputs/shard [--params params.yaml]
+
+Reads the `shard` section of params.yaml. For every `<normalized>/<dataset>/<split>.parquet` it writes
+`<out>/<dataset>/<split>/shard-*.tar`, `manifest.json` and `rejects.parquet` (see `cgstvg.data.shard_writer`), and
+`<out>/summary.json` with the counts of every split. Reruns keep the shards that still match (an interrupted run
+resumes); folders of splits that are no longer in the input are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from cgstvg.data.schema import DATASETS
+from cgstvg.data.shard_writer import ShardConfig, write_split
+from cgstvg.utils.atomic import write_json
+from cgstvg.utils.params import load_params, section
+
+
+def find_tables(normalized: Path) -> list[tuple[str, str, Path]]:
+    """(dataset, split, path) of every normalized table, in a fixed order."""
+    found = []
+    for dataset in DATASETS:
+        for path in sorted((normalized / dataset).glob("*.parquet")):
+            found.append((dataset, path.stem, path))
+    return found
+
+
+def shard(normalized: Path, raw_root: Path, out: Path, cfg: ShardConfig, *, progress: bool) -> dict:
+    tables = find_tables(normalized)
+    if not tables:
+        raise FileNotFoundError(f"{normalized}: no <dataset>/<split>.parquet tables (datasets: {', '.join(DATASETS)})")
+    summary = {}
+    for dataset, split, path in tables:
+        manifest = write_split(pq.read_table(path), raw_root, out / dataset / split, cfg, progress=progress)
+        summary[f"{dataset}/{split}"] = {k: manifest[k] for k in ("samples", "rejected", "bytes")} | {
+            "shards": len(manifest["shards"])}
+        print(f"shard: {dataset}/{split}: {manifest['samples']} samples in {len(manifest['shards'])} shards, "
+              f"{manifest['rejected']} rejected, {manifest['bytes'] / 2**20:.1f} MiB")
+    expected = {out / d / s for d, s, _ in tables}
+    for stale in out.glob("*/*"):  # the stage owns `out`: drop splits whose table is gone
+        if stale.is_dir() and stale not in expected:
+            shutil.rmtree(stale)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--normalized", required=True, type=Path, help="normalize output, e.g. outputs/normalize")
+    parser.add_argument("--raw", required=True, type=Path, help="raw-data root the table's video_path is relative to")
+    parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/shard")
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    args = parser.parse_args(argv)
+    cfg = ShardConfig.from_params(section(load_params(args.params), "shard", args.params))
+    try:
+        shard(args.normalized, args.raw, args.out, cfg, progress=sys.stderr.isatty())
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise SystemExit(f"shard: {err}") from err
+
+
+if __name__ == "__main__":
+    main()

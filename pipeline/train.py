@@ -1,0 +1,173 @@
+"""Stage `train`: train CG-STVG on one dataset's training shards; resumes automatically; DDP under torchrun.
+
+    python -m pipeline.train --shards outputs/shard --features outputs/extract --out outputs/train [--params params.yaml]
+    torchrun --nproc_per_node 2 -m pipeline.train ...        # DDP (gloo on CPU, NCCL on GPU)
+
+Reads `base.seed`, `model`, `shard` (the loader's augmentation, and the sampling/resize that the checkpoint records
+for grounding raw videos), `evaluate.protocol` (recorded too) and `train`. Inputs (`train.input`):
+- `frames`: the appearance CNN and the text encoder train end to end on the frames; motion comes from `extract`;
+- `features`: appearance, motion and text all come from `extract` (those backbones frozen); only the head trains.
+Writes (rank 0 only):
+- `<out>/checkpoints/step_*.pt`: every `train.checkpoint_every` steps and at the end; a rerun resumes from the
+  newest one that matches the params and data (the folder persists in dvc.yaml);
+- `<out>/model.pt`: the EMA weights as a grounding checkpoint (`cgstvg.inference.checkpoint`), read by `evaluate`
+  and by `cgstvg ground`;
+- `<out>/plots/loss.csv` (step, epoch, total, each weighted term summed over the decoding stages) and
+  `<out>/plots/lr.csv` (each parameter group's learning rate), for `dvc plots`;
+- `<out>/summary.json`: steps, epochs, seconds and seconds per step of this invocation, parameter counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from cgstvg.data.augment import TrainAugment
+from cgstvg.engine.batch_model import BatchModel, grounding_targets
+from cgstvg.engine.checkpoint import fingerprint
+from cgstvg.engine.distributed import init_distributed, shutdown_distributed
+from cgstvg.engine.feature_loader import FeatureShardLoader
+from cgstvg.engine.optim import group_specs_from_params
+from cgstvg.engine.train_loop import TrainSettings, train
+from cgstvg.inference.checkpoint import GroundingParams, save_grounding_checkpoint
+from cgstvg.model.cgstvg import build_cgstvg
+from cgstvg.model.criterion import LOSS_NAMES, CGSTVGCriterion
+from cgstvg.utils.atomic import write_json
+from cgstvg.utils.params import load_params, section
+from pipeline.extract import cached_features, input_mode, load_frozen_backbones
+
+# Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint).
+NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress")
+
+
+def build_training_model(params: dict, features_dir: Path, where) -> tuple[BatchModel, tuple[str, ...]]:
+    """The seeded model with the frozen backbone weights of `extract`; returns it and the cached feature names."""
+    mode = input_mode(params, where)
+    names = cached_features(mode)
+    tokenizer = features_dir / "tokenizer"
+    torch.manual_seed(int(section(params, "base", where)["seed"]))
+    model = build_cgstvg(section(params, "model", where), tokenizer if tokenizer.is_dir() else None)
+    load_frozen_backbones(model, features_dir / "frozen_backbones.safetensors")
+    for name in ("appearance", "text"):
+        if name in names:  # cached means frozen
+            getattr(model, name).requires_grad_(False)
+    return BatchModel(model), names
+
+
+def make_loss_fn(criterion: CGSTVGCriterion, num_stages: int, device: torch.device):
+    """loss_fn(model, batch) -> (weighted total, {base term: weighted sum over stages}) for the training loop."""
+    weights = criterion.weight_dict(num_stages)
+
+    def loss_fn(model, batch):
+        targets = grounding_targets(batch, device)
+        losses = criterion(model(batch, targets=targets), targets)
+        total = criterion.weighted_total(losses, num_stages)
+        terms = {}
+        for base in LOSS_NAMES:
+            parts = [weights[k] * v for k, v in losses.items()
+                     if (k == base or k.startswith(base + "_")) and weights.get(k, 0.0) != 0.0]
+            if parts:
+                terms[base] = torch.stack([p.float() for p in parts]).sum()
+        return total, terms
+
+    return loss_fn
+
+
+def _manifest_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", required=True, type=Path, help="shard output, e.g. outputs/shard")
+    parser.add_argument("--features", required=True, type=Path, help="extract output, e.g. outputs/extract")
+    parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/train")
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    params = load_params(args.params)
+    cfg = section(params, "train", args.params)
+    model_params = section(params, "model", args.params)
+    seed = int(section(params, "base", args.params)["seed"])
+    torch.set_num_threads(int(cfg.get("threads", 2)))
+    env = init_distributed(str(cfg.get("device", "auto")))
+    try:
+        dataset, split = cfg["dataset"], cfg.get("split", "train")
+        split_dir = args.shards / dataset / split
+        model, names = build_training_model(params, args.features, args.params)
+        loader = FeatureShardLoader(
+            split_dir, args.features / dataset / split, features=names, batch_size=int(cfg["batch_size"]),
+            train=True, num_workers=int(cfg.get("workers", 0)),
+            shuffle_buffer=int(section(params, "shard", args.params)["loader"]["shuffle_buffer"]),
+            augment=TrainAugment.from_params(params["shard"]["loader"]), seed=seed,
+        )
+        steps_per_epoch = len(loader)
+        epochs = int(cfg["epochs"])
+        total = epochs * steps_per_epoch
+        sched = cfg["schedule"]
+        settings = TrainSettings(
+            epochs=epochs, steps_per_epoch=steps_per_epoch,
+            warmup_steps=round(float(sched["warmup_fraction"]) * total),
+            milestones=tuple(int(e * steps_per_epoch) for e in sched["milestones_epochs"]),
+            gamma=float(sched["gamma"]), weight_decay=float(cfg["optim"]["weight_decay"]),
+            grad_clip=float(cfg["grad_clip"]), ema_decay=float(cfg["ema_decay"]), amp=bool(cfg["amp"]),
+            amp_dtype=str(cfg["amp_dtype"]), checkpoint_every=int(cfg["checkpoint_every"]),
+            keep_checkpoints=int(cfg["keep_checkpoints"]), log_every=int(cfg["log_every"]), seed=seed,
+            find_unused_parameters=env.is_distributed,
+        )
+        loss_params = dict(model_params.get("loss", {}))
+        criterion = CGSTVGCriterion(**loss_params)
+        fp = fingerprint({
+            "model": model_params, "train": {k: v for k, v in cfg.items() if k not in NON_RESULT_KEYS},
+            "loader": params["shard"]["loader"], "seed": seed, "world_size": env.world_size,
+            "shards": _manifest_digest(split_dir / "manifest.json"),
+            "features": _manifest_digest(args.features / dataset / split / "manifest.json"),
+        })
+
+        def batches(epoch: int, skip: int):
+            loader.set_epoch(epoch)
+            it = iter(loader)
+            for _ in range(skip):  # resume mid-epoch: the stream is deterministic, so drop what was trained on
+                next(it)
+            return it
+
+        result = train(
+            model, group_specs_from_params(cfg["optim"]), make_loss_fn(criterion, model.head.cfg.dec_layers, env.device),
+            batches, settings, env, args.out / "checkpoints", fp,
+            loss_csv=args.out / "plots" / "loss.csv", lr_csv=args.out / "plots" / "lr.csv",
+            progress=bool(cfg.get("progress", sys.stderr.isatty())),
+        )
+        summary = {
+            "dataset": dataset, "split": split, "input": input_mode(params, args.params), "steps": result.step,
+            "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": int(cfg["batch_size"]),
+            "world_size": env.world_size, "device": env.device.type, "resumed_from": result.resumed_from,
+            "steps_run": result.steps_run, "seconds": round(result.seconds, 1),
+            "seconds_per_step": round(result.seconds / max(1, result.steps_run), 4),
+            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "params_total": sum(p.numel() for p in model.parameters()),
+            "final_loss": result.curve[-1]["total"] if result.curve else None,
+        }
+        if env.is_main:
+            tokenizer = args.features / "tokenizer"
+            save_grounding_checkpoint(
+                args.out / "model.pt", result.ema.module.state_dict(),
+                GroundingParams.from_params_yaml(params, dataset, where=str(args.params)),
+                tokenizer if tokenizer.is_dir() else None, step=result.step,
+            )
+            write_json(args.out / "summary.json", summary)
+            print(f"train: {result.step} steps ({result.steps_run} run now, {summary['seconds_per_step']} s/step), "
+                  f"final loss {summary['final_loss']:.4f}; wrote {args.out / 'model.pt'}")
+        return summary
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The model-agnostic engine: parameter groups, schedule, EMA, checkpoints, resume, distributed environment."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cgstvg.engine import checkpoint as ckpt
+from cgstvg.engine.distributed import init_distributed
+from cgstvg.engine.ema import build_ema
+from cgstvg.engine.optim import GroupSpec, build_optimizer, build_scheduler, group_specs_from_params
+from cgstvg.engine.train_loop import TrainSettings, train
+
+OPTIM = {
+    "lr": 3e-4,
+    "rest_warmup": False,
+    "groups": {
+        "visual_backbone": {"prefixes": ["vis_encoder."], "lr": 2e-5, "warmup": False},
+        "text_encoder": {"prefixes": ["text_encoder."], "lr": 5e-5, "decay": "linear"},
+        "temporal_decoder": {"prefixes": ["decoder.time"], "lr": 1e-4, "decay": "linear"},
+    },
+}
+
+
+class Toy(nn.Module):
+    """Names like the release's modules, so the group prefixes have something to match."""
+
+    def __init__(self):
+        super().__init__()
+        self.vis_encoder = nn.Linear(4, 8)
+        self.text_encoder = nn.Linear(4, 8)
+        self.motion = nn.Linear(4, 8).requires_grad_(False)  # frozen, like VidSwin
+        self.decoder = nn.ModuleDict({"time": nn.Linear(8, 1), "space": nn.Linear(8, 1)})
+        self.drop = nn.Dropout(0.2)
+        self.bn = nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        h = self.drop(self.bn(self.vis_encoder(x) + self.text_encoder(x) + self.motion(x)))
+        return self.decoder["time"](h) + self.decoder["space"](h)
+
+
+def test_param_groups_follow_prefixes_and_skip_frozen():
+    model = Toy()
+    specs = group_specs_from_params(OPTIM)
+    opt = build_optimizer(model, specs, weight_decay=1e-4)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert [g["name"] for g in opt.param_groups] == ["rest", "visual_backbone", "text_encoder", "temporal_decoder"]
+    ids = {name: {id(p) for p in g["params"]} for name, g in by_name.items()}
+    assert ids["visual_backbone"] == {id(model.vis_encoder.weight), id(model.vis_encoder.bias)}
+    assert ids["temporal_decoder"] == {id(p) for p in model.decoder["time"].parameters()}
+    assert {id(p) for p in model.decoder["space"].parameters()} <= ids["rest"]
+    assert not any(id(p) in s for s in ids.values() for p in model.motion.parameters())
+    assert by_name["text_encoder"]["lr"] == 5e-5 and by_name["rest"]["weight_decay"] == 1e-4
+
+
+def test_groups_reject_bad_params():
+    with pytest.raises(ValueError, match="prefixes"):
+        group_specs_from_params({"lr": 1e-3, "groups": {"vis": {"lr": 1e-4}}})
+    with pytest.raises(ValueError, match="decay"):
+        GroupSpec("x", ("a",), 1e-3, decay="cosine")
+
+
+def test_schedule_warmup_then_multistep_and_linear():
+    model = Toy()
+    specs = group_specs_from_params(OPTIM)
+    opt = build_optimizer(model, specs, weight_decay=0.0)
+    sched = build_scheduler(opt, specs, total_steps=100, warmup_steps=10, milestones=[50, 80], gamma=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append({g["name"]: g["lr"] for g in opt.param_groups})
+        opt.step()
+        sched.step()
+    # rest: no warm-up, x0.1 at 50 and again at 80
+    assert lrs[0]["rest"] == pytest.approx(3e-4) and lrs[49]["rest"] == pytest.approx(3e-4)
+    assert lrs[50]["rest"] == pytest.approx(3e-5) and lrs[80]["rest"] == pytest.approx(3e-6)
+    # text: linear warm-up over 10 steps, then linear decay towards 0 at step 100
+    assert lrs[0]["text_encoder"] == pytest.approx(5e-6) and lrs[9]["text_encoder"] == pytest.approx(5e-5)
+    assert lrs[55]["text_encoder"] == pytest.approx(5e-5 * 0.5)
+    assert lrs[99]["text_encoder"] < 1e-6
+
+
+def test_ema_follows_the_closed_form():
+    model = nn.Linear(2, 1, bias=False)
+    ema = build_ema(model, decay=0.9)
+    values = [1.0, 2.0, 3.0]
+    expected = None
+    for v in values:
+        with torch.no_grad():
+            model.weight.fill_(v)
+        ema.update_parameters(model)
+        expected = v if expected is None else 0.9 * expected + 0.1 * v  # the first update copies
+    assert ema.module.weight[0, 0].item() == pytest.approx(expected)
+
+
+def test_checkpoints_are_atomic_kept_and_fingerprinted(tmp_path):
+    for step in (5, 10, 15):
+        ckpt.save_checkpoint(tmp_path, {"step": step, "fingerprint": "a", "w": torch.full((2,), float(step))}, keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [10, 15]
+    assert not list(tmp_path.glob(".*tmp"))
+    assert ckpt.latest_checkpoint(tmp_path, "a")["w"][0].item() == 15.0
+    assert ckpt.latest_checkpoint(tmp_path, "b") is None
+    # a truncated newest file (a kill mid-copy by hand) is skipped in favour of the previous one
+    (tmp_path / "step_00000020.pt").write_bytes(b"garbage")
+    assert ckpt.latest_checkpoint(tmp_path, "a")["step"] == 15
+    with pytest.raises(RuntimeError, match="step_00000020.pt"):
+        ckpt.load_checkpoint(tmp_path / "step_00000020.pt")
+    removed = ckpt.remove_stale(tmp_path, "b")
+    assert len(removed) == 3 and ckpt.list_checkpoints(tmp_path) == []
+
+
+def test_fingerprint_ignores_key_order():
+    assert ckpt.fingerprint({"a": 1, "b": [1, 2]}) == ckpt.fingerprint({"b": [1, 2], "a": 1})
+    assert ckpt.fingerprint({"a": 1}) != ckpt.fingerprint({"a": 2})
+
+
+def test_single_process_environment(monkeypatch):
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    env = init_distributed("cpu")
+    assert (env.rank, env.world_size, env.is_main, env.is_distributed) == (0, 1, True, False)
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match="RANK"):
+        init_distributed("cpu")
+
+
+# --- the loop ---------------------------------------------------------------------------------------------
+
+STEPS_PER_EPOCH = 6
+
+
+def _batches(epoch: int, skip: int):
+    g = torch.Generator().manual_seed(1000 + epoch)
+    xs = torch.randn(STEPS_PER_EPOCH, 8, 4, generator=g)
+    for i in range(skip, STEPS_PER_EPOCH):
+        yield xs[i], xs[i].sum(1, keepdim=True)
+
+
+def _loss(model, batch):
+    x, y = batch
+    pred = model(x)
+    l1 = (pred - y).abs().mean()
+    l2 = 0.5 * ((pred - y) ** 2).mean()
+    return l1 + l2, {"l1": l1, "l2": l2}
+
+
+def _settings(**kw):
+    base = dict(epochs=3, steps_per_epoch=STEPS_PER_EPOCH, warmup_steps=3, milestones=(12,), ema_decay=0.9,
+                grad_clip=1.0, checkpoint_every=4, log_every=2, keep_checkpoints=3, seed=7)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def _run(tmp_path, name, loss=_loss, **kw):
+    torch.manual_seed(0)
+    model = Toy()
+    return train(model, group_specs_from_params(OPTIM), loss, _batches, _settings(**kw),
+                 init_distributed("cpu"), tmp_path / name, fingerprint="fp",
+                 loss_csv=tmp_path / f"{name}_loss.csv", lr_csv=tmp_path / f"{name}_lr.csv", progress=False)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_continues_the_same_run(tmp_path):
+    whole = _run(tmp_path, "whole")
+    assert whole.step == 18 and [r["step"] for r in whole.curve] == list(range(2, 19, 2))
+
+    calls = {"n": 0}
+
+    def crashing(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 11:  # dies during step 11: the last checkpoint is at step 8
+            raise Crash
+        return _loss(model, batch)
+
+    with pytest.raises(Crash):
+        _run(tmp_path, "cut", loss=crashing)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cut")] == [4, 8]
+    resumed = _run(tmp_path, "cut")
+    assert resumed.resumed_from == 8 and resumed.steps_run == 10 and resumed.step == 18
+    assert resumed.curve == whole.curve  # same steps, same losses, same learning rates
+    for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert (tmp_path / "cut_loss.csv").read_text() == (tmp_path / "whole_loss.csv").read_text()
+    header = (tmp_path / "whole_lr.csv").read_text().splitlines()[0]
+    assert header == "step,lr_rest,lr_visual_backbone,lr_text_encoder,lr_temporal_decoder"
+
+    again = _run(tmp_path, "whole")  # a finished run resumes at its end and does nothing
+    assert again.steps_run == 0 and again.curve == whole.curve
+
+
+def test_stale_checkpoints_are_not_resumed(tmp_path):
+    _run(tmp_path, "a", epochs=1)
+    torch.manual_seed(0)
+    other = train(Toy(), group_specs_from_params(OPTIM), _loss, _batches, _settings(epochs=1),
+                  init_distributed("cpu"), tmp_path / "a", fingerprint="changed", progress=False)
+    assert other.resumed_from == 0 and other.steps_run == STEPS_PER_EPOCH
+
+
+def test_short_epoch_is_an_error(tmp_path):
+    def short(epoch, skip):
+        return list(_batches(epoch, skip))[:-1]
+
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="yielded 5 batches"):
+        train(Toy(), group_specs_from_params(OPTIM), _loss, short, _settings(epochs=1),
+              init_distributed("cpu"), tmp_path / "s", fingerprint="fp", progress=False)
+
+
+def test_settings_validate():
+    with pytest.raises(ValueError, match="multiple"):
+        _settings(checkpoint_every=5, log_every=2)
