@@ -1,6 +1,6 @@
 """Forward time and peak memory of the full-size CG-STVG at the release's evaluation size, on this CPU.
 
-    python bench/model_forward.py [--frames 64 --height 420 --width 588 --threads 2 --frame-chunk 8]
+    python bench/model_forward.py [--frames 64 --height 420 --width 588 --threads 2 --frame-chunk 16]
 
 The model is the release's architecture with random weights: ResNet-101 (layer4), Video Swin-T (patch 1x4x4,
 window 8x7x7, depths 2-2-6-2), RoBERTa-base (vocabulary 50265, 12 layers), and the grounding head at the
@@ -12,8 +12,8 @@ Our forward differs from the release's in how, not what:
 * the Video Swin attention runs through SDPA, grouped by shift-mask class and chunked over windows
   (`attention: sdpa`), instead of one explicit (windows, heads, 392, 392) score tensor per block (4.6 GB in
   stage 1 at this size);
-* the ResNet runs in channels-last memory order and over chunks of `--frame-chunk` frames (equal to rounding:
-  the layers are per-frame);
+* the ResNet folds each FrozenBatchNorm2d into its convolution, runs in channels-last memory order, and goes
+  over chunks of `--frame-chunk` frames (all equal to rounding: the layers are per-frame);
 * the head has no Python loop over frames (see cgstvg/model/head.py).
 The release's figures (198 s, 16.5 GB peak RSS for this forward on a 2-core machine like ours) are CONSTANTS
 from shared/reference/official-cgstvg-code.md section 7, not measured here; the ratios compare against them.
@@ -66,7 +66,8 @@ def child(args: argparse.Namespace) -> dict:
             ROBERTA_BASE["num_attention_heads"], ROBERTA_BASE["intermediate_size"],
             ROBERTA_BASE["max_position_embeddings"], vocab_size=ROBERTA_BASE["vocab_size"])
     model = CGSTVG(
-        ResNetTrunk("resnet101", frame_chunk=args.frame_chunk, channels_last=not args.no_channels_last),
+        ResNetTrunk("resnet101", frame_chunk=args.frame_chunk, channels_last=not args.no_channels_last,
+                    fold_batchnorm=not args.no_fold_batchnorm),
         VideoSwinBackbone(attention=args.attention, attention_chunk=args.attention_chunk),
         text,
         RELEASE_CONFIG,
@@ -108,8 +109,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=420)
     parser.add_argument("--width", type=int, default=588)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--frame-chunk", type=int, default=8, help="ResNet frames per chunk (0 = all at once)")
+    parser.add_argument("--frame-chunk", type=int, default=16, help="ResNet frames per chunk (0 = all at once)")
     parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--no-fold-batchnorm", action="store_true")
     parser.add_argument("--attention", default="sdpa", choices=("sdpa", "torchvision"))
     parser.add_argument("--attention-chunk", type=int, default=512)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -132,6 +134,7 @@ def main() -> None:
         "release_figures": RELEASE_SOURCE,
         "config": {"frames": args.frames, "height": args.height, "width": args.width, "threads": args.threads,
                    "frame_chunk": args.frame_chunk, "channels_last": not args.no_channels_last,
+                   "fold_batchnorm": not args.no_fold_batchnorm,
                    "attention": args.attention, "attention_chunk": args.attention_chunk},
         "load_average_1min": round(os.getloadavg()[0], 2),
     })

@@ -5,14 +5,16 @@ The stage module stays the only place that knows what its items are. It exposes
 
     main(argv: list[str] | None = None, *, mapper=None)
 
-where `mapper(fn, items)` must yield `fn(item)` for each item, in order (the default is the builtin `map`).
+where `mapper(fn, items)`, when given, must yield `fn(item)` for each item, in order, and `fn` is a module-level
+function (process and Dask workers import it by name); without one the stage runs its own way.
 This module supplies a mapper that runs each chunk of items as one Prefect task and keeps at most
 `2 * workers` chunks in flight, so results (JPEG bytes, feature tensors) never pile up in memory. Because the
 stage code does the planning and the writing, a fanned-out run writes the same bytes as `dvc repro <stage>`.
 
 Runners (`flows.task_runner`): `threads` (I/O-bound decoding, the default), `processes` (CPU-bound work on one
 machine) or `dask` (prefect-dask: a LocalCluster, or the scheduler at `flows.dask_address` for a cluster whose
-workers see the repository at the same path).
+workers see the repository at the same path). The stage module is imported from the flow's own Python path,
+so a flow drives the checkout it runs from.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from flows.dvc_tasks import with_retries
@@ -51,7 +54,9 @@ def make_task_runner(kind: str, workers: int, dask_address: str | None = None) -
     raise ValueError(f"params.yaml: flows.task_runner must be 'threads', 'processes' or 'dask', got {kind!r}")
 
 
-@task(task_run_name="{label} chunk {index}", persist_result=False)
+# No result persistence or cache key: chunk inputs and outputs are bulk data (records, JPEG bytes) that would only
+# be hashed and stored for nothing; DVC caches the stage's output instead.
+@task(task_run_name="{label} chunk {index}", persist_result=False, cache_policy=NO_CACHE)
 def run_chunk(fn: Callable[[Any], Any], items: list[Any], index: int, label: str) -> list[Any]:
     """Apply `fn` to one chunk of items (module-level `fn`, so process and Dask runners can pickle it)."""
     return [fn(item) for item in items]

@@ -127,9 +127,14 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="override, e.g. train.lr=1e-4")
     parser.add_argument("--name", dest="experiment", help="save the run as a DVC experiment with this name")
     parser.add_argument("--baseline", help="git rev to diff metrics against (default: flows.baseline)")
+    parser.add_argument("--pull-first", action="store_true", help="`dvc pull` before the stages")
+    parser.add_argument("--push-after", action="store_true", help="`dvc push` (and `dvc exp push`) afterwards")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = _parse()
-    pipeline(stages=args.stages, overrides=args.overrides, experiment=args.experiment, baseline=args.baseline)
+    pipeline(
+        stages=args.stages, overrides=args.overrides, experiment=args.experiment, baseline=args.baseline,
+        pull_first=args.pull_first, push_after=args.push_after,
+    )

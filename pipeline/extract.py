@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
                                  batch_frames=int(cfg.get("batch_frames", 256)))
     fp = fingerprint({"backbones": model_params["backbones"], "seed": seed, "features": names,
                       "batch_frames": extractor.batch_frames, "device": device.type, "amp": extractor.amp,
-                      "tokenizer": {p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())} if tokenizer else None})
+                      "tokenizer": ({p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())}
+                                    if tokenizer else None)})
 
     summary = {}
     progress = sys.stderr.isatty()

@@ -32,13 +32,14 @@ def find_tables(normalized: Path) -> list[tuple[str, str, Path]]:
     return found
 
 
-def shard(normalized: Path, raw_root: Path, out: Path, cfg: ShardConfig, *, progress: bool) -> dict:
+def shard(normalized: Path, raw_root: Path, out: Path, cfg: ShardConfig, *, progress: bool, mapper=None) -> dict:
     tables = find_tables(normalized)
     if not tables:
         raise FileNotFoundError(f"{normalized}: no <dataset>/<split>.parquet tables (datasets: {', '.join(DATASETS)})")
     summary = {}
     for dataset, split, path in tables:
-        manifest = write_split(pq.read_table(path), raw_root, out / dataset / split, cfg, progress=progress)
+        manifest = write_split(pq.read_table(path), raw_root, out / dataset / split, cfg, progress=progress,
+                               mapper=mapper)
         summary[f"{dataset}/{split}"] = {k: manifest[k] for k in ("samples", "rejected", "bytes")} | {
             "shards": len(manifest["shards"])}
         print(f"shard: {dataset}/{split}: {manifest['samples']} samples in {len(manifest['shards'])} shards, "
@@ -51,7 +52,8 @@ def shard(normalized: Path, raw_root: Path, out: Path, cfg: ShardConfig, *, prog
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, mapper=None) -> None:
+    """`mapper(fn, items)` (flows/fanout.py) maps the per-video decoding over Prefect tasks instead of the pool."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--normalized", required=True, type=Path, help="normalize output, e.g. outputs/normalize")
     parser.add_argument("--raw", required=True, type=Path, help="raw-data root the table's video_path is relative to")
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = ShardConfig.from_params(section(load_params(args.params), "shard", args.params))
     try:
-        shard(args.normalized, args.raw, args.out, cfg, progress=sys.stderr.isatty())
+        shard(args.normalized, args.raw, args.out, cfg, progress=sys.stderr.isatty(), mapper=mapper)
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise SystemExit(f"shard: {err}") from err
 

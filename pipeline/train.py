@@ -1,10 +1,11 @@
 """Stage `train`: train CG-STVG on one dataset's training shards; resumes automatically; DDP under torchrun.
 
-    python -m pipeline.train --shards outputs/shard --features outputs/extract --out outputs/train [--params params.yaml]
+    python -m pipeline.train --shards outputs/shard --features outputs/extract --out outputs/train \
+        [--params params.yaml]
     torchrun --nproc_per_node 2 -m pipeline.train ...        # DDP (gloo on CPU, NCCL on GPU)
 
 Reads `base.seed`, `model`, `shard` (the loader's augmentation, and the sampling/resize that the checkpoint records
-for grounding raw videos), `evaluate.protocol` (recorded too) and `train`. Inputs (`train.input`):
+for grounding raw videos) and `train`. Inputs (`train.input`):
 - `frames`: the appearance CNN and the text encoder train end to end on the frames; motion comes from `extract`;
 - `features`: appearance, motion and text all come from `extract` (those backbones frozen); only the head trains.
 Writes (rank 0 only):
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
 from pathlib import Path
@@ -48,6 +48,9 @@ NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers
 
 def build_training_model(params: dict, features_dir: Path, where) -> tuple[BatchModel, tuple[str, ...]]:
     """The seeded model with the frozen backbone weights of `extract`; returns it and the cached feature names."""
+    if not (features_dir / "frozen_backbones.safetensors").is_file():
+        raise FileNotFoundError(f"{features_dir}: no `extract` output (frozen_backbones.safetensors); "
+                                "run `extract` first")
     mode = input_mode(params, where)
     names = cached_features(mode)
     tokenizer = features_dir / "tokenizer"
@@ -77,6 +80,13 @@ def make_loss_fn(criterion: CGSTVGCriterion, num_stages: int, device: torch.devi
         return total, terms
 
     return loss_fn
+
+
+def ground_protocol(params: dict) -> str:
+    """The protocol the checkpoint records for grounding raw videos: two passes when evaluation splits are sampled
+    twice as densely as training (`shard.sampling.eval_multiplier`), the release's way; else one pass.
+    (`evaluate.protocol` chooses how the stage scores, independently, so changing it does not retrain.)"""
+    return "two_pass" if int(params["shard"]["sampling"].get("eval_multiplier", 2)) == 2 else "single_pass"
 
 
 def _manifest_digest(path: Path) -> str:
@@ -139,8 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
             return it
 
         result = train(
-            model, group_specs_from_params(cfg["optim"]), make_loss_fn(criterion, model.head.cfg.dec_layers, env.device),
-            batches, settings, env, args.out / "checkpoints", fp,
+            model, group_specs_from_params(cfg["optim"]),
+            make_loss_fn(criterion, model.head.cfg.dec_layers, env.device), batches, settings, env,
+            args.out / "checkpoints", fp,
             loss_csv=args.out / "plots" / "loss.csv", lr_csv=args.out / "plots" / "lr.csv",
             progress=bool(cfg.get("progress", sys.stderr.isatty())),
         )
@@ -158,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
             tokenizer = args.features / "tokenizer"
             save_grounding_checkpoint(
                 args.out / "model.pt", result.ema.module.state_dict(),
-                GroundingParams.from_params_yaml(params, dataset, where=str(args.params)),
+                GroundingParams.from_params_yaml(params, dataset, protocol=ground_protocol(params),
+                                                 where=str(args.params)),
                 tokenizer if tokenizer.is_dir() else None, step=result.step,
             )
             write_json(args.out / "summary.json", summary)

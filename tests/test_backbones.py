@@ -44,17 +44,30 @@ def test_resnet_trunk_layer3_and_no_training():
     assert not any(p.requires_grad for p in net.parameters())
 
 
-def test_frame_chunks_and_channels_last_give_the_same_features():
+def test_folded_batchnorm_chunks_and_channels_last_give_torchvisions_features():
     torch.manual_seed(0)
     frames = torch.randn(5, 3, 32, 48)
-    for whole, chunked in [(ResNetTrunk("resnet18"), ResNetTrunk("resnet18", frame_chunk=2, channels_last=True)),
-                           (SmallConvNet(), SmallConvNet(frame_chunk=2))]:
-        chunked.load_state_dict(whole.state_dict())
-        whole.eval(), chunked.eval()
-        with torch.no_grad():
-            expected = whole(frames)
-            # Equal up to float rounding (the convolution kernels may block a smaller batch differently).
-            torch.testing.assert_close(chunked(frames), expected, rtol=1e-5, atol=1e-6 * expected.abs().max())
+    plain = ResNetTrunk("resnet18", fold_batchnorm=False, channels_last=False)
+    with torch.no_grad():  # non-trivial frozen statistics, so that folding them matters
+        for name, buf in plain.named_buffers():
+            buf.copy_(torch.rand_like(buf) + 0.5 if name.endswith(("running_var", "weight")) else
+                      torch.randn_like(buf) * 0.1)
+    fast = ResNetTrunk("resnet18", frame_chunk=2, channels_last=True)  # fold_batchnorm=True by default
+    fast.load_state_dict(plain.state_dict())
+    expected = plain(frames)
+    got = fast(frames)
+    # Equal up to float rounding (folded weights; oneDNN may block another batch size differently).
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    expected.square().mean().backward()
+    got.square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4 * a.grad.abs().max().item())
+    small, small_chunked = SmallConvNet().eval(), SmallConvNet(frame_chunk=2).eval()
+    small_chunked.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(small_chunked(frames), small(frames), rtol=1e-5, atol=1e-6)
 
 
 def test_small_cnn_is_trainable_with_stride_16():

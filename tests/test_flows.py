@@ -62,16 +62,25 @@ def _task_run_names(flow_run_id) -> list[str]:
 
 
 def test_pipeline_flow_runs_stages_and_publishes_metrics_diff(checkout):
-    stages = ["synthesize", "normalize", "pairs"]
+    stages = ["synthesize", "normalize", "shard", "pairs"]
     state = pipeline(stages=stages, repo=str(checkout), return_state=True)
     first = state.result()
-    assert first["stages"] == {s: "repro" for s in stages}
+    # params.yaml fans `shard` out (flows.fanout) over threads: one Prefect task per chunk of videos.
+    assert first["stages"] == {"synthesize": "repro", "normalize": "repro", "shard": "fanout", "pairs": "repro"}
     lock = yaml.safe_load((checkout / "dvc.lock").read_text())
     assert set(stages) <= set(lock["stages"])
+    status = subprocess.run([DVC, "status", "--json", *stages], cwd=checkout, check=True, capture_output=True,
+                            text=True)
+    assert json.loads(status.stdout) == {}  # the fanned-out `shard` is recorded as if `dvc repro` had run it
     pairs = json.loads((checkout / "metrics/pairs.json").read_text())["pairs"]
     assert pairs > 0
     run_id = state.state_details.flow_run_id
-    assert {"dvc repro synthesize", "dvc repro normalize", "dvc repro pairs"} <= set(_task_run_names(run_id))
+    assert {"dvc repro synthesize", "dvc repro normalize", "dvc commit shard", "dvc repro pairs"} <= set(
+        _task_run_names(run_id)
+    )
+    with get_client(sync_client=True) as client:
+        [fanout_run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run_id]}))
+    assert any(name.startswith("shard chunk ") for name in _task_run_names(fanout_run.id))
     # HEAD has no metrics yet: the table shows the new value against an empty baseline.
     [artifact] = _artifacts(METRICS_ARTIFACT_KEY, run_id)
     assert f"| metrics/pairs.json | pairs | — | {pairs} |" in artifact.data

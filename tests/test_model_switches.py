@@ -137,7 +137,7 @@ def test_nothing_selected_equals_the_no_context_baseline():
     full = _head(theta_t=100.0, theta_s=100.0)
     out = full(**_inputs())
     assert not any(sel.any() for sel in out.selected_frames)
-    baseline = _head(context_mode="off")
+    baseline = _head(context_mode="none")
     assert baseline.icr is None and all(layer.context_attn is None for layer in baseline.spatial_decoder.layers)
     baseline.load_state_dict(full.state_dict(), strict=False)
     ref = baseline(**_inputs())
@@ -147,7 +147,7 @@ def test_nothing_selected_equals_the_no_context_baseline():
 
 
 def test_baseline_trains_without_confidence_loss():
-    head = _head(context_mode="off").train()
+    head = _head(context_mode="none").train()
     out = head(**_inputs())
     losses = CGSTVGCriterion(WEIGHTS)(out, _targets())
     assert "loss_conf" not in losses and "loss_bbox_0" in losses

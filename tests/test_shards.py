@@ -84,12 +84,16 @@ def test_each_bad_video_is_rejected_with_its_reason_and_file(raw, tmp_path):
     assert "10 decodable frames" in rejects["bad_short"]["message"]
 
 
-def test_rerun_is_byte_identical_and_a_worker_pool_changes_nothing(raw, tmp_path):
+def test_rerun_is_byte_identical_and_a_worker_pool_or_mapper_changes_nothing(raw, tmp_path):
     root, table, _ = raw
     write_split(table, root, tmp_path / "a", CFG, progress=False)
     write_split(table, root, tmp_path / "b", dataclasses.replace(CFG, workers=2), progress=False)
+    mapped = []
+    write_split(table, root, tmp_path / "c", CFG, progress=False,
+                mapper=lambda fn, items: (mapped.append(1) or fn(item) for item in items))
     first = _shard_bytes(tmp_path / "a")
-    assert first == _shard_bytes(tmp_path / "b")
+    assert first == _shard_bytes(tmp_path / "b") == _shard_bytes(tmp_path / "c")
+    assert len(mapped) == 17  # one item per video
     assert (tmp_path / "a/manifest.json").read_bytes() == (tmp_path / "b/manifest.json").read_bytes()
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("shard-*.tar")}
     write_split(table, root, tmp_path / "a", CFG, progress=False)  # nothing changed: every shard is kept

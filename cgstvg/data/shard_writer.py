@@ -205,8 +205,12 @@ def _encode_task(task: tuple[str, list[dict], int]) -> list[Encoded]:
     return encode_video_samples(*task)
 
 
-def _encoded_stream(tasks: list[tuple[str, list[dict], int]], workers: int) -> Iterator[list[Encoded]]:
-    """Results of `encode_video_samples`, in task order; over a process pool when `workers > 0`."""
+def _encoded_stream(tasks: list[tuple[str, list[dict], int]], workers: int, mapper=None) -> Iterator[list[Encoded]]:
+    """Results of `encode_video_samples`, in task order: through `mapper(fn, items)` when given (e.g. Prefect tasks,
+    see flows/fanout.py), else over a process pool of `workers` (in this process when 0)."""
+    if mapper is not None:
+        yield from mapper(_encode_task, tasks)
+        return
     if workers <= 0:
         yield from map(_encode_task, tasks)
         return
@@ -286,10 +290,12 @@ def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> 
 
 
 def write_split(table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.PathLike, cfg: ShardConfig, *,
-                progress: bool = True) -> dict:
+                progress: bool = True, mapper=None) -> dict:
     """Shard one split (all rows of `table` share dataset and split); returns the manifest it writes.
 
     Resumable: leading shards from an interrupted run that still match are kept, the rest is rewritten.
+    `mapper(fn, items)`, when given, must yield `fn(item)` in order (module-level `fn`, picklable items: one video
+    and its samples each); it replaces the built-in process pool, and the bytes written are the same.
     """
     out_dir, raw_root = Path(out_dir), Path(raw_root)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,7 +327,7 @@ def write_split(table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.
 
     bar = tqdm(total=len(todo), desc=f"shard {out_dir.parent.name}/{out_dir.name}", unit="sample",
                disable=not progress)
-    for results in _encoded_stream(tasks, cfg.workers):
+    for results in _encoded_stream(tasks, cfg.workers, mapper):
         for s in results:
             if s.members is not None:
                 size = _sample_bytes(s)

@@ -14,7 +14,7 @@ masks are True on PADDING; boxes are normalised (cx, cy, w, h) of each clip's ow
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from cgstvg.model.appearance import downsample_mask
 from cgstvg.model.cgstvg import CGSTVG

@@ -111,8 +111,8 @@ class FeatureShardLoader(ShardLoader):
         fmanifest = json.loads(manifest_path.read_text())
         missing = sorted(set(self.features) - set(fmanifest.get("features", [])))
         if missing:
-            raise ValueError(f"{manifest_path}: features {missing} were not extracted (have {fmanifest.get('features')}); "
-                             "rerun `extract` with the backbones frozen")
+            raise ValueError(f"{manifest_path}: features {missing} were not extracted (have "
+                             f"{fmanifest.get('features')}); rerun `extract` with train.input: features")
         frame_shards = [(s["name"], s["samples"]) for s in self.manifest["shards"]]
         feature_shards = [(s["name"], s["samples"]) for s in fmanifest["shards"]]
         if frame_shards != feature_shards:

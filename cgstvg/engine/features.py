@@ -14,7 +14,8 @@ order, under the same keys, with these members (all `.npy` are float16, loaded w
 
 Frames are decoded and normalized by `cgstvg.data.shard_reader` and `cgstvg.data.collate` (the loader's own
 code). Batches hold consecutive samples of one shard with the same (T, H, W), up to `batch_frames` frames, so the
-result of a shard never depends on another shard. CUDA with autocast when available, fp32 on the CPU; then rounded to fp16.
+result of a shard never depends on another shard. CUDA with autocast when available, fp32 on the CPU; then rounded
+to fp16.
 
 Resumable like `shard`: after a feature shard is written (atomically) a marker `shard-NNNNNN.done.json` records
 the input shard's sha256, the extraction fingerprint (backbone params, seed, which features) and the output's

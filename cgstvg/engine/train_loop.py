@@ -11,9 +11,9 @@ other torch randomness of step k is the same whether the run was interrupted or 
 `checkpoint_every` steps and at the end (rank 0 only; the others wait at a barrier); `train` resumes
 automatically from the newest checkpoint with the same fingerprint.
 
-Curves: every `log_every` steps the mean of each term over the interval (averaged over ranks) and each group's
-learning rate are appended to the curve rows, which are written (rank 0) as CSV for `dvc plots` and stored in the
-checkpoints so that a resumed run writes the whole curve.
+Curves: every `log_every` steps the mean of each term over the interval (averaged over ranks) and the learning rate
+each group used in the interval's last step are appended to the curve rows, which are written (rank 0) as CSV for
+`dvc plots` and stored in the checkpoints, so that a resumed run writes the whole curve.
 """
 
 from __future__ import annotations
@@ -221,6 +221,7 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            used_lr = {f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups}  # this step's
             scheduler.step()
             ema.update_parameters(unwrap(model))
             step += 1
@@ -234,7 +235,7 @@ def train(
                                                      device=env.device if env.device.type == "cuda" else None))
                 row: dict[str, float] = {"step": step, "epoch": (step - 1) // settings.steps_per_epoch}
                 row.update({k: float(m) for k, m in zip(keys, means.tolist())})
-                row.update({f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups})
+                row.update(used_lr)
                 curve.append(row)
                 sums, n_in_interval = {}, 0
                 if env.is_main and loss_csv is not None and lr_csv is not None:

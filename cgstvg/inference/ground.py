@@ -25,7 +25,7 @@ import torch
 
 from cgstvg.data.resize import resized_size
 from cgstvg.data.sampling import sample_frame_ids
-from cgstvg.data.shard_reader import normalize_frames
+from cgstvg.data.collate import normalize_frames
 from cgstvg.evaluation.protocol import PassPrediction, TubePrediction, run_protocol
 from cgstvg.inference.checkpoint import GroundingModel
 from cgstvg.inference.errors import InputError
@@ -45,7 +45,7 @@ class GroundingResult:
     end exclusive, one xyxy box in original pixels per frame from the first to the last sampled frame).
     conf: (F,) float64 box confidence at `tube.frame_ids` ((sigmoid(conf_a) + sigmoid(conf_m)) / 2 in [0, 1],
     interpolated between sampled frames like the boxes), None when the model has no confidence heads
-    (context_mode 'off'). pass_scores: per pass, the probability of the chosen (start, end) pair.
+    (context_mode 'none'). pass_scores: per pass, the probability of the chosen (start, end) pair.
     """
 
     video: VideoInfo

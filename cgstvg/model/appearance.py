@@ -58,11 +58,15 @@ class ResNetTrunk(nn.Module):
         frame_chunk: run at most this many frames at a time (0 = all at once); see `_run_in_chunks`.
         channels_last: keep weights and activations in NHWC memory order, which oneDNN convolves faster on CPU
             (same result up to float rounding; the output is returned contiguous, NCHW).
+        fold_batchnorm: run each conv + FrozenBatchNorm2d pair as one convolution with the BN affine folded into
+            its weights and bias (see `_folded_forward`); the same function up to float rounding, without the two
+            elementwise passes per BN (about a quarter of the ResNet's CPU time). Gradients reach the conv
+            weights the same way. False runs torchvision's modules as they are.
     Input (N, 3, H, W) float; output (N, out_channels, ceil(H/stride), ceil(W/stride)).
     """
 
     def __init__(self, name: str = "resnet101", last_layer: str = "layer4", trainable: bool = True,
-                 frame_chunk: int = 0, channels_last: bool = False) -> None:
+                 frame_chunk: int = 0, channels_last: bool = False, fold_batchnorm: bool = True) -> None:
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"appearance backbone {name!r}: expected one of {RESNETS} or 'small_cnn'")
@@ -78,6 +82,7 @@ class ResNetTrunk(nn.Module):
         self.out_channels = (last_block.conv3 if hasattr(last_block, "conv3") else last_block.conv2).out_channels
         self.stride = 32 if last_layer == "layer4" else 16
         self.frame_chunk = frame_chunk
+        self.fold_batchnorm = fold_batchnorm
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
         for param_name, param in self.named_parameters():
@@ -90,8 +95,48 @@ class ResNetTrunk(nn.Module):
             x = getattr(self, layer)(x)
         return x.contiguous()
 
+    def _folded_weights(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """{conv name: (weight, bias)} with the following FrozenBatchNorm2d folded in (torchvision's formula:
+        scale = w / sqrt(running_var + eps), shift = b - running_mean * scale)."""
+        folded = {}
+        modules = dict(self.named_modules())
+        for name, bn in modules.items():
+            if not isinstance(bn, FrozenBatchNorm2d):
+                continue
+            conv_name = name[: -len("1")] + "0" if name.endswith("downsample.1") else name.replace("bn", "conv")
+            conv = modules[conv_name]
+            scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+            folded[conv_name] = (conv.weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale)
+        return folded
+
+    def _folded_forward(self, frames: Tensor, folded: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        """torchvision's ResNet forward (stem, then BasicBlock/Bottleneck: conv-bn-relu ..., + identity or
+        downsample, relu), written out because every conv-bn pair becomes one `F.conv2d` with folded weights."""
+        modules = dict(self.named_modules())
+
+        def conv(x: Tensor, name: str) -> Tensor:
+            weight, bias = folded[name]
+            c = modules[name]
+            return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
+
+        x = self.maxpool(F.relu_(conv(frames.contiguous(memory_format=self.memory_format), "conv1")))
+        for layer in self.layer_names:
+            for index, block in enumerate(getattr(self, layer)):
+                prefix = f"{layer}.{index}."
+                convs = [prefix + c for c in ("conv1", "conv2", "conv3") if hasattr(block, c)]
+                out = x
+                for name in convs[:-1]:
+                    out = F.relu_(conv(out, name))
+                out = conv(out, convs[-1])
+                out += x if block.downsample is None else conv(x, prefix + "downsample.0")
+                x = F.relu_(out)
+        return x.contiguous()
+
     def forward(self, frames: Tensor) -> Tensor:
-        return _run_in_chunks(self._trunk, frames, self.frame_chunk)
+        if not self.fold_batchnorm:
+            return _run_in_chunks(self._trunk, frames, self.frame_chunk)
+        folded = self._folded_weights()  # once per call, shared by the chunks
+        return _run_in_chunks(lambda part: self._folded_forward(part, folded), frames, self.frame_chunk)
 
 
 class SmallConvNet(nn.Module):
@@ -121,14 +166,14 @@ class SmallConvNet(nn.Module):
 
 
 def build_appearance(cfg: dict[str, Any], where: str = "params.yaml:model.backbones.appearance") -> nn.Module:
-    """Build from a params section: {name, last_layer, trainable, frame_chunk, channels_last} or
+    """Build from a params section: {name, last_layer, trainable, frame_chunk, channels_last, fold_batchnorm} or
     {name: small_cnn, channels, frame_chunk}; unknown keys are an error naming `where`."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     if name == "small_cnn":
         allowed = {"channels", "frame_chunk"}
     else:
-        allowed = {"last_layer", "trainable", "frame_chunk", "channels_last"}
+        allowed = {"last_layer", "trainable", "frame_chunk", "channels_last", "fold_batchnorm"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise KeyError(f"{where}: unknown keys {unknown} for name={name!r} (known: {sorted(allowed)})")

@@ -9,7 +9,7 @@ checkpoints were produced by it):
 
 * `icg_pooling`  'mean' (release: box mean-pool on the feature grid after round/ceil) or 'roi_align' (paper).
 * `context_mode` which frames give instance context (paper Table 4):
-    'off'      the paper's baseline: no ICG and no ICR (no context, no confidence heads, no loss_conf);
+    'none'     the paper's baseline: no ICG and no ICR (no context, no confidence heads, no loss_conf);
     'all'      ICG without ICR: every real frame gives context;
     'temporal' ICR with the temporal filter only (s_t > theta_t);
     'spatial'  ICR with the spatial filter only (s_s > theta_s);
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ICG_POOLING = ("mean", "roi_align")
-CONTEXT_MODES = ("off", "all", "temporal", "spatial", "both")
+CONTEXT_MODES = ("none", "all", "temporal", "spatial", "both")
 SCORE_FUSIONS = ("two_level", "sum", "product")
 THRESHOLD_MODES = ("release", "paper")
 TEMPORAL_SCORE_LAYERS = ("last", "stage")
@@ -121,12 +121,12 @@ class CGSTVGConfig:
                 "CGSTVGConfig: context_in_temporal interleaves the temporal and spatial stages, so the last "
                 "temporal layer is not known when stage k selects frames; set temporal_score_layer='stage'"
             )
-        if self.context_in_temporal and self.context_mode == "off":
-            raise ValueError("CGSTVGConfig: context_in_temporal needs context (context_mode != 'off')")
+        if self.context_in_temporal and self.context_mode == "none":
+            raise ValueError("CGSTVGConfig: context_in_temporal needs context (context_mode != 'none')")
 
     @property
     def uses_context(self) -> bool:
-        return self.context_mode != "off"
+        return self.context_mode != "none"
 
     @classmethod
     def from_params(cls, section: dict[str, Any], where: str = "params.yaml:model") -> CGSTVGConfig:

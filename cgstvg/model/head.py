@@ -31,7 +31,7 @@ class StageOutput:
     """Predictions of one decoding stage.
 
     pred_boxes (B, T, 4) normalised (cx, cy, w, h); boxes_conf (B, T) = sigmoid(conf_a) + sigmoid(conf_m) in [0, 2]
-    (None when context_mode == 'off'); pred_sted (B, T, 2) start ([..., 0]) and end logits; pred_actioness (B, T)
+    (None when context_mode == 'none'); pred_sted (B, T, 2) start ([..., 0]) and end logits; pred_actioness (B, T)
     logits.
     """
 

@@ -15,9 +15,10 @@ the blocks, the same schedule as torchvision's stochastic depth) is active durin
 
 Attention: 'torchvision' runs torchvision's own window attention (bit-identical to the release). 'sdpa' computes
 the same attention with `F.scaled_dot_product_attention`, grouped by shift-mask class and over chunks of windows
-(`ChunkedWindowAttention3d`): at the release's evaluation size (64 frames of 420x588) stage 1 has 2520 windows of
-392 tokens, whose explicit score tensor alone is 4.6 GB (plus a 1.5 GB shift mask); chunked SDPA needs a few
-hundred MB and is several times faster on CPU. The two agree to float rounding (about 1e-6).
+(`ChunkedWindowAttention3d`): at the release's evaluation size (64 frames of 420x588) the first stage has 2520
+windows of 392 tokens, whose explicit score tensor alone is 4.6 GB (plus a 1.5 GB shift mask); chunked SDPA needs
+a few hundred MB, and with one gather/scatter in place of torchvision's roll + partition copies the backbone
+takes about 0.6x torchvision's CPU time. The two agree to float rounding (about 3e-6 on the fixture).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.swin_transformer import SwinTransformerBlock
-from torchvision.models.video.swin_transformer import ShiftedWindowAttention3d, SwinTransformer3d
 
-# Private torchvision helpers, imported so that the SDPA path pads, shrinks windows and indexes the relative
-# position bias exactly like torchvision's own attention.
-from torchvision.models.video.swin_transformer import (  # noqa: I001
+# The two private helpers make the SDPA path pad and shrink windows exactly like torchvision's own attention.
+from torchvision.models.video.swin_transformer import (
+    ShiftedWindowAttention3d,
+    SwinTransformer3d,
     _compute_pad_size_3d,
     _get_window_and_shift_size,
 )
@@ -46,13 +47,6 @@ def _window_partition(x: Tensor, window: list[int]) -> Tensor:
     b, t, h, w, c = x.shape
     x = x.view(b, t // window[0], window[0], h // window[1], window[1], w // window[2], window[2], c)
     return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, window[0] * window[1] * window[2], c)
-
-
-def _window_reverse(windows: Tensor, window: list[int], b: int, t: int, h: int, w: int) -> Tensor:
-    """Inverse of `_window_partition`: (B * nW, Wt*Wh*Ww, C) -> (B, T, H, W, C)."""
-    c = windows.shape[-1]
-    x = windows.view(b, t // window[0], h // window[1], w // window[2], window[0], window[1], window[2], c)
-    return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, t, h, w, c)
 
 
 def _window_classes(grid: list[int], shift: list[int], device: torch.device) -> Tensor:
@@ -76,6 +70,26 @@ def _class_mask(cls: int, window: list[int], shift: list[int], device: torch.dev
                     torch.zeros(size, dtype=torch.bool, device=device))
     labels = (axes[0][:, None, None] * 4 + axes[1][None, :, None] * 2 + axes[2][None, None, :]).flatten()
     return (labels[:, None] != labels[None, :]).float() * -100.0
+
+
+def _window_order(size: list[int], window: list[int], shift: list[int],
+                  device: torch.device) -> tuple[Tensor, list[tuple[int, int, int]]]:
+    """Where every window token comes from, with windows sorted by mask class.
+
+    Returns the flat index into the padded (T, H, W) volume of each token of each window after the cyclic shift,
+    (nW * N,) int64 (torch.roll by -shift puts original position (p + shift) mod size at p), and the runs
+    [(class, first window, end window)] of the class-sorted windows. One gather with this index replaces
+    torchvision's roll + partition copies, and one scatter its reverse + roll back.
+    """
+    coords = [(torch.arange(n, device=device) + s) % n for n, s in zip(size, shift, strict=True)]
+    flat = coords[0][:, None, None] * (size[1] * size[2]) + coords[1][None, :, None] * size[2] + coords[2]
+    windows = _window_partition(flat[None, ..., None], window)[..., 0]  # (nW, N)
+    classes = _window_classes([n // w for n, w in zip(size, window, strict=True)], shift, device)
+    order = torch.argsort(classes, stable=True)
+    values, counts = torch.unique_consecutive(classes[order], return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    runs = [(cls, end - n, end) for cls, n, end in zip(values.tolist(), counts.tolist(), ends, strict=True)]
+    return windows[order].flatten(), runs
 
 
 class ChunkedWindowAttention3d(ShiftedWindowAttention3d):
@@ -104,34 +118,29 @@ class ChunkedWindowAttention3d(ShiftedWindowAttention3d):
         return F.dropout(out, p=self.dropout, training=self.training)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, t, h, w, _ = x.shape
+        b, t, h, w, c = x.shape
         window, shift = _get_window_and_shift_size(self.shift_size.copy(), [t, h, w], self.window_size.copy())
         bias = self.get_relative_position_bias(window)  # (1, heads, N, N)
         pad = _compute_pad_size_3d((t, h, w), tuple(window))
-        x = F.pad(x, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))
-        tp, hp, wp = t + pad[0], h + pad[1], w + pad[2]
-        shifted = sum(shift) > 0
-        if shifted:
-            x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
-        windows = _window_partition(x, window)  # (B*nW, N, C)
-        step = max(1, self.attention_chunk // self.num_heads)
+        if any(pad):
+            x = F.pad(x, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))
+        size = [t + pad[0], h + pad[1], w + pad[2]]
+        index, runs = _window_order(size, window, shift, x.device)
+        tokens = window[0] * window[1] * window[2]
+        flat = x.reshape(b, -1, c)
+        windows = flat.index_select(1, index).view(b, -1, tokens, c)  # (B, nW, N, C), windows sorted by class
         out = torch.empty_like(windows)
+        per_call = max(1, self.attention_chunk // (self.num_heads * b))
         # Loops over window classes (at most 8) and chunks of windows, not over frames: they bound memory.
-        if not shifted:
-            for start in range(0, windows.shape[0], step):
-                out[start:start + step] = self._attend(windows[start:start + step], bias)
-        else:
-            grid = [tp // window[0], hp // window[1], wp // window[2]]
-            classes = _window_classes(grid, shift, x.device).repeat(b)  # windows are video-major
-            for cls in classes.unique().tolist():
-                mask = bias + _class_mask(cls, window, shift, x.device)
-                index = (classes == cls).nonzero().squeeze(1)
-                for chunk in index.split(step):
-                    out[chunk] = self._attend(windows[chunk], mask)
-        x = _window_reverse(out, window, b, tp, hp, wp)
-        if shifted:
-            x = torch.roll(x, shifts=(shift[0], shift[1], shift[2]), dims=(1, 2, 3))
-        return x[:, :t, :h, :w, :].contiguous()
+        for cls, first, end in runs:
+            mask = bias if cls == 0 else bias + _class_mask(cls, window, shift, x.device)
+            for start in range(first, end, per_call):
+                stop = min(start + per_call, end)
+                part = windows[:, start:stop].reshape(-1, tokens, c)
+                out[:, start:stop] = self._attend(part, mask).view(b, stop - start, tokens, c)
+        result = torch.empty_like(flat).index_copy_(1, index, out.view(b, -1, c))
+        result = result.view(b, *size, c)
+        return result[:, :t, :h, :w].contiguous() if any(pad) else result
 
 
 def _block_with(attn_layer: Any) -> Any:

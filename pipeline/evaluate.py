@@ -1,0 +1,138 @@
+"""Stage `evaluate`: score the trained model (and the trivial baselines) on one split; predictions, plots, renders.
+
+    python -m pipeline.evaluate --normalized outputs/normalize --shards outputs/shard --features outputs/extract \
+        --model outputs/train/model.pt --out outputs/evaluate [--params params.yaml]
+    torchrun --nproc_per_node 2 -m pipeline.evaluate ...    # the same metrics, split over processes
+
+Reads `train.dataset` (the dataset evaluated), `train.input` (which features are cached) and `evaluate`:
+`split`, `protocol` (two_pass: the release's two interleaved passes; single_pass), `metric_protocol` (release:
+the authors' evaluator, quirks included; strict: the inclusive-end off-by-one fixed), `batch_size`, `renders`.
+Writes (rank 0):
+- `<out>/metrics.json` for `dvc metrics`: `model` (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5, gt_vIoU, ..., n, and
+  per qtype on VidSTG) and the same keys for `whole_clip_centred_box` and `oracle_segment_centred_box`;
+- `<out>/predictions.parquet`: one row per sample (GT tube, predicted segment [start, end), boxes from
+  `box_first_frame` on, tIoU, vIoU, gt_vIoU);
+- `<out>/plots/viou_histogram.csv`, `<out>/plots/tiou_viou.csv` for `dvc plots`;
+- `<out>/renders/<i>_<sample_id>.gif`: `renders` samples spread from the lowest vIoU (i = 0) to the highest (GT
+  green, prediction red, per-frame IoU in the caption).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import webdataset as wds
+
+from cgstvg.data.shard_reader import clip_from_sample, read_manifest
+from cgstvg.engine.batch_model import BatchModel
+from cgstvg.engine.distributed import init_distributed, shutdown_distributed
+from cgstvg.engine.evaluate_loop import GroundTruth, evaluate_baselines, evaluate_model
+from cgstvg.engine.feature_loader import FeatureShardLoader
+from cgstvg.inference.checkpoint import load_grounding_model
+from cgstvg.metrics import RELEASE_ON_MISSING
+from cgstvg.utils.atomic import write_json, write_parquet
+from cgstvg.utils.params import load_params, section
+from cgstvg.visualize import per_sample_plot_data, render_prediction
+from pipeline.extract import cached_features, input_mode
+
+PREDICTION_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("video_id", pa.string()),
+    ("qtype", pa.string()), ("sentence", pa.string()), ("gt_start", pa.int32()), ("gt_end", pa.int32()),
+    ("pred_start", pa.int32()), ("pred_end", pa.int32()), ("box_first_frame", pa.int32()),
+    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("tIoU", pa.float64()), ("vIoU", pa.float64()),
+    ("gt_vIoU", pa.float64()),
+])
+
+
+def read_ground_truth(path: Path) -> dict[str, GroundTruth]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no normalized table (run the `normalize` stage first)")
+    return {r["sample_id"]: GroundTruth.from_row(r) for r in pq.read_table(path).to_pylist()}
+
+
+def render_choice(rows: list[dict], count: int) -> list[dict]:
+    """`count` rows spread over the vIoU ranking (worst first ... best last), without repeats."""
+    if count <= 0 or not rows:
+        return []
+    ranked = sorted(rows, key=lambda r: (np.nan_to_num(r["vIoU"], nan=-1.0), r["sample_id"]))
+    picks = sorted({round(q * (len(ranked) - 1)) for q in np.linspace(0, 1, min(count, len(ranked)))})
+    return [ranked[i] for i in picks]
+
+
+def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], out: Path) -> list[Path]:
+    """Render the chosen rows on their stored frames (read back from the frame shards)."""
+    wanted = {r["sample_id"]: r for r in rows}
+    position = {r["sample_id"]: i for i, r in enumerate(rows)}  # file-name prefix: 0 = the lowest vIoU
+    written = []
+    for shard in read_manifest(split_dir)["shards"]:
+        for sample in wds.tarfile_to_samples()(iter([{"url": str(split_dir / shard["name"])}])):
+            row = wanted.get(sample["__key__"])
+            if row is None:
+                continue
+            clip = clip_from_sample(sample)
+            g = gt[row["sample_id"]]
+            n = len(row["boxes"])
+            written.append(render_prediction(
+                out / f"{position[row['sample_id']]}_{row['sample_id']}.gif",
+                clip["frames"].permute(0, 2, 3, 1).numpy(),
+                clip["frame_ids"].numpy(), sentence=row["sentence"], pred_segment=(row["pred_start"], row["pred_end"]),
+                pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n), pred_boxes=row["boxes"],
+                gt_segment=g.tube, gt_boxes=g.boxes, original_size=tuple(clip["orig_size"]), fps=4.0))
+    return written
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--normalized", required=True, type=Path, help="normalize output, e.g. outputs/normalize")
+    parser.add_argument("--shards", required=True, type=Path, help="shard output, e.g. outputs/shard")
+    parser.add_argument("--features", required=True, type=Path, help="extract output, e.g. outputs/extract")
+    parser.add_argument("--model", required=True, type=Path, help="grounding checkpoint, e.g. outputs/train/model.pt")
+    parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/evaluate")
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = section(params, "evaluate", args.params)
+    dataset = section(params, "train", args.params)["dataset"]
+    split = cfg["split"]
+    torch.set_num_threads(int(cfg.get("threads", 2)))
+    env = init_distributed(str(cfg.get("device", "auto")))
+    try:
+        grounding = load_grounding_model(args.model, device=env.device)
+        model = BatchModel(grounding.model)
+        names = cached_features(input_mode(params, args.params))
+        loader = FeatureShardLoader(args.shards / dataset / split, args.features / dataset / split, features=names,
+                                    batch_size=int(cfg["batch_size"]), train=False)
+        gt = read_ground_truth(args.normalized / dataset / f"{split}.parquet")
+        options = {"metric_protocol": cfg["metric_protocol"], "on_missing": RELEASE_ON_MISSING[dataset],
+                   "per_qtype": dataset == "vidstg"}
+        summary, rows = evaluate_model(model, loader, gt, env, protocol=cfg["protocol"],
+                                       amp=bool(cfg.get("amp", True)), **options)
+        metrics = {"model": summary}
+        if env.is_main:
+            train_gt = read_ground_truth(args.normalized / dataset / "train.parquet").values()
+            metrics.update(evaluate_baselines(gt, train_gt, **options))
+            write_json(args.out / "metrics.json", metrics)
+            write_parquet(args.out / "predictions.parquet", pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
+            per_sample_plot_data(args.out / "plots", [r["tIoU"] for r in rows], [r["vIoU"] for r in rows],
+                                 [r["sample_id"] for r in rows])
+            render(render_choice(rows, int(cfg.get("renders", 4))), args.shards / dataset / split, gt,
+                   args.out / "renders")
+            m = summary
+            print(f"evaluate: {dataset}/{split} ({cfg['protocol']}, {len(rows)} samples): m_tIoU {m['m_tIoU']:.4f} "
+                  f"m_vIoU {m['m_vIoU']:.4f} vIoU@0.3 {m['vIoU@0.3']:.4f} vIoU@0.5 {m['vIoU@0.5']:.4f}")
+            for kind in ("whole_clip_centred_box", "oracle_segment_centred_box"):
+                b = metrics[kind]
+                print(f"evaluate: baseline {kind}: m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
+                      f"vIoU@0.3 {b['vIoU@0.3']:.4f}")
+        return metrics
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    main()

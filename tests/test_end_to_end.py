@@ -1,0 +1,76 @@
+"""The six stages on a tiny configuration: synthesize -> normalize -> shard -> extract -> train -> evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pipeline_support import run_stage, tiny_params, write_params
+
+from cgstvg.inference.checkpoint import load_grounding_model
+
+STAGES = ("synthesize", "normalize", "shard", "extract", "train", "evaluate")
+METRIC_KEYS = {"m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU", "n"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("e2e")
+    params = write_params(d, tiny_params())
+    results = {stage: run_stage(stage, d, params) for stage in STAGES}
+    return d, d / "out", results
+
+
+def test_metrics_score_the_model_beside_the_baselines(run):
+    _, out, results = run
+    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(results["evaluate"]))
+    assert set(metrics) == {"model", "whole_clip_centred_box", "oracle_segment_centred_box"}
+    for scores in metrics.values():
+        assert METRIC_KEYS <= set(scores) and scores["n"] == 4.0
+        assert all(0.0 <= v <= 1.0 for k, v in scores.items() if k != "n")
+    # the oracle segment is a perfect temporal answer, up to the release's inclusive-end quirk
+    assert metrics["oracle_segment_centred_box"]["m_tIoU"] > 0.8
+
+
+def test_predictions_plots_and_renders(run):
+    _, out, _ = run
+    table = pq.read_table(out / "evaluate" / "predictions.parquet").to_pylist()
+    assert len(table) == 4 and [r["sample_id"] for r in table] == sorted(r["sample_id"] for r in table)
+    for r in table:
+        assert r["pred_start"] < r["pred_end"] and 0.0 <= r["vIoU"] <= 1.0 and 0.0 <= r["tIoU"] <= 1.0
+        assert r["box_first_frame"] >= 0 and len(r["boxes"]) >= 2
+    with open(out / "evaluate" / "plots" / "tiou_viou.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert len(list((out / "evaluate" / "renders").glob("*.gif"))) == 2
+
+
+def test_training_outputs(run):
+    _, out, results = run
+    summary = json.loads((out / "train" / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary == json.loads(json.dumps(results["train"]))
+    with open(out / "train" / "plots" / "loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    assert {"total", "loss_bbox", "loss_giou", "loss_sted", "loss_actioness", "loss_conf"} <= set(rows[0])
+    with open(out / "train" / "plots" / "lr.csv") as f:
+        lr = list(csv.DictReader(f))
+    # the milestone after epoch 1 (6 steps): steps 7-12 ran at a tenth of the rate of steps 1-6
+    assert float(lr[6]["lr_rest"]) == pytest.approx(0.1 * float(lr[5]["lr_rest"])) == float(lr[-1]["lr_rest"])
+    # the checkpoint grounds raw videos: it carries its params, its tokenizer and the EMA weights
+    grounding = load_grounding_model(out / "train" / "model.pt")
+    assert grounding.checkpoint["step"] == 12 and grounding.params.protocol == "two_pass"
+
+
+def test_reruns_reuse_the_persisted_outputs(run):
+    d, out, results = run
+    params = d / "params.yaml"
+    before = {p: p.read_bytes() for p in (out / "extract").rglob("*.tar")}
+    assert run_stage("extract", d, params) == results["extract"]
+    assert {p: p.read_bytes() for p in (out / "extract").rglob("*.tar")} == before
+    again = run_stage("train", d, params)  # finished: resumes at its last step and runs nothing
+    assert again["steps_run"] == 0 and again["resumed_from"] == 12

@@ -1,0 +1,135 @@
+"""`extract`: feature shards equal whether computed in one run or resumed; the loader joins them to the frames."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from pipeline_support import run_stage, tiny_params, write_params
+
+from cgstvg.data.augment import TrainAugment
+from cgstvg.engine.feature_loader import CachedFeatureAugment, FeatureShardLoader
+from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_split, load_npy
+from cgstvg.model.motion import build_motion
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("extract")
+    params = write_params(d, tiny_params())
+    for stage in ("synthesize", "normalize", "shard"):
+        run_stage(stage, d, params)
+    return d / "out" / "shard" / "hcstvg_v1"
+
+
+def _extractor(seed=0):
+    torch.manual_seed(seed)
+    motion = build_motion(tiny_params()["model"]["backbones"]["motion"])
+    return FeatureExtractor(FrozenBackbones(motion), torch.device("cpu"), batch_frames=32)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_resumed_extraction_equals_one_run(shards, tmp_path):
+    once = extract_split(shards / "test", tmp_path / "once", _extractor(), "fp")
+    assert once["samples"] == 4 and once["reused_shards"] == 0 and once["features"] == ["motion"]
+
+    extractor = _extractor()
+    real = extractor.shard_members
+    calls = []
+
+    def dying(url):
+        calls.append(url)
+        if len(calls) == 2:  # killed while computing the second shard
+            raise Interrupted
+        return real(url)
+
+    extractor.shard_members = dying
+    with pytest.raises(Interrupted):
+        extract_split(shards / "test", tmp_path / "cut", extractor, "fp")
+    assert sorted(p.name for p in (tmp_path / "cut").glob("shard-*")) == ["shard-000000.done.json",
+                                                                        "shard-000000.tar"]
+    extractor.shard_members = real
+    resumed = extract_split(shards / "test", tmp_path / "cut", extractor, "fp")
+    assert resumed["reused_shards"] == 1
+    assert _files(tmp_path / "cut") == _files(tmp_path / "once")  # byte for byte, manifest included
+
+    # another fingerprint (e.g. other backbone params) recomputes everything
+    assert extract_split(shards / "test", tmp_path / "cut", _extractor(), "other")["reused_shards"] == 0
+    # a damaged shard is recomputed, the intact one reused
+    tar = tmp_path / "cut" / "shard-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:-10])
+    again = extract_split(shards / "test", tmp_path / "cut", _extractor(), "other")
+    assert again["reused_shards"] == 1 and tar.stat().st_size == again["shards"][1]["bytes"]
+
+
+def test_evaluation_samples_get_one_motion_clip_per_pass(shards, tmp_path):
+    extract_split(shards / "test", tmp_path / "f", _extractor(), "fp")
+    loader = FeatureShardLoader(shards / "test", tmp_path / "f", features=("motion",), batch_size=4, train=False)
+    batch = next(iter(loader))
+    feats = batch["features"]
+    t = batch["frames"].shape[1]
+    assert feats["motion"].shape[:2] == (4, t) and feats["motion"].shape[-2:] == (6, 8)  # 48x64 / stride 8
+    assert feats["motion.pass0"].shape[1] == len(range(0, t, 2))
+    assert feats["motion.pass1"].shape[1] == len(range(1, t, 2))
+    # a pass's Swin saw only its own frames, so its features are not a slice of the whole-clip features
+    assert not torch.allclose(feats["motion.pass0"], feats["motion"][:, 0::2], atol=1e-3)
+    meta = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert meta["features"] == ["motion"] and meta["samples"] == 4
+
+
+def test_damaged_feature_member_names_the_file():
+    with pytest.raises(ValueError, match="shard-000003.tar: k.motion.npy"):
+        load_npy(b"not an npy file", "shard-000003.tar: k.motion.npy")
+
+
+def test_cached_features_follow_the_crop_and_the_flip():
+    n = 10
+    frames = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 6).clone()
+    frames[..., 0] = 200  # a bright left column, to see the flip
+    motion = frames[:, :1].float()  # a "feature" that is the frame itself: (T, 1, 4, 6)
+    clip = {"frames": frames, "frame_ids": torch.arange(100, 100 + n), "actioness": torch.zeros(n),
+            "gt_indices": torch.tensor([4, 5, 6]), "boxes": torch.tensor([[0.25, 0.5, 0.1, 0.1]] * 3),
+            "sentence": "the red square moves left", "meta": {"sample_id": "s"},
+            "features": {"motion": motion, "text": torch.zeros(3, 2), "text.flipped": torch.ones(4, 2)}}
+    aug = CachedFeatureAugment(TrainAugment(flip_prob=1.0, temporal_crop_prob=1.0, scales=()))
+    out = aug(clip, random.Random(3))
+    kept = out["frames"].shape[0]
+    assert kept < n and out["features"]["motion"].shape[0] == kept
+    torch.testing.assert_close(out["features"]["motion"], out["frames"][:, :1].float())  # same frames, same flip
+    assert out["frames"][0, 0, 0, -1] == 200 and out["sentence"] == "the red square moves right"
+    assert out["features"]["text"].shape == (4, 2) and "text.flipped" not in out["features"]
+    with pytest.raises(ValueError, match="train_scales"):
+        CachedFeatureAugment(TrainAugment(scales=(32,)))
+
+
+def test_extract_stage_writes_tokenizer_weights_and_summary(shards):
+    workdir = shards.parents[2]
+    summary = run_stage("extract", workdir, workdir / "params.yaml")
+    out = workdir / "out" / "extract"
+    assert set(summary) == {"hcstvg_v1/test", "hcstvg_v1/train"}
+    assert (out / "tokenizer" / "tokenizer.json").is_file()
+    from safetensors.torch import load_file
+
+    keys = load_file(out / "frozen_backbones.safetensors")
+    assert keys and all(k.startswith("motion.") for k in keys)
+    rerun = run_stage("extract", workdir, workdir / "params.yaml")  # nothing recomputed, same bytes
+    assert rerun == summary
+    assert np.isfinite(load_npy(next(iter(_members(out / "hcstvg_v1" / "train")))[1], "x").numpy()).all()
+
+
+def _members(split_dir):
+    import webdataset as wds
+
+    for sample in wds.tarfile_to_samples()(iter([{"url": str(split_dir / "shard-000000.tar")}])):
+        yield sample["__key__"], sample["motion.npy"]

@@ -1,0 +1,76 @@
+"""`train` killed mid-run resumes from its checkpoint: same step count, and the loss curve continues unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+import yaml
+from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
+
+from cgstvg.engine.checkpoint import list_checkpoints
+from cgstvg.inference.checkpoint import load_grounding_model
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("resume")
+    prepare_shards(d, tiny_params(train={"epochs": 3}))  # 12 samples / batch 2 = 6 steps per epoch, 18 in all
+    return d
+
+
+def _command(workdir, result, params="params.yaml"):
+    return stage_command("train", workdir / params, workdir / "out", result=workdir / result / "train")
+
+
+def _train(workdir, result, params="params.yaml"):
+    return run_command(_command(workdir, result, params), workdir)
+
+
+def test_killed_training_resumes_from_its_checkpoint(workdir):
+    _train(workdir, "whole")
+    whole = json.loads((workdir / "whole" / "train" / "summary.json").read_text())
+    assert whole["steps"] == 18 and whole["resumed_from"] == 0
+
+    cmd = _command(workdir, "cut")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = workdir / "cut" / "train" / "checkpoints"
+    deadline = time.monotonic() + 240
+    try:
+        while not any(step >= 6 for step, _ in list_checkpoints(checkpoints)):
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint after 240 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = max(step for step, _ in list_checkpoints(checkpoints))
+    assert 6 <= saved < 18 and not (workdir / "cut" / "train" / "model.pt").exists()
+
+    _train(workdir, "cut")
+    resumed = json.loads((workdir / "cut" / "train" / "summary.json").read_text())
+    assert resumed["resumed_from"] >= saved and resumed["steps"] == 18
+    assert resumed["steps_run"] == 18 - resumed["resumed_from"]
+    # the curve of the resumed run is the uninterrupted run's, row for row
+    for name in ("loss.csv", "lr.csv"):
+        assert (workdir / "cut" / "train" / "plots" / name).read_text() == \
+            (workdir / "whole" / "train" / "plots" / name).read_text()
+    a = load_grounding_model(workdir / "whole" / "train" / "model.pt").model.state_dict()
+    b = load_grounding_model(workdir / "cut" / "train" / "model.pt").model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_changed_params_do_not_resume_stale_checkpoints(workdir):
+    params = tiny_params(train={"epochs": 1})
+    (workdir / "changed.yaml").write_text(yaml.safe_dump(params))
+    _train(workdir, "whole", "changed.yaml")
+    summary = json.loads((workdir / "whole" / "train" / "summary.json").read_text())
+    assert summary["resumed_from"] == 0 and summary["steps"] == 6
