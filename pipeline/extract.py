@@ -29,7 +29,7 @@ from cgstvg.data.schema import DATASETS
 from cgstvg.data.shard_reader import read_manifest
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed
-from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_split, sha256_file
+from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_shard, extract_split, sha256_file
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.tokenizer import build_tokenizer
 from cgstvg.utils.atomic import atomic_path, write_json
@@ -103,7 +103,41 @@ def load_frozen_backbones(model: torch.nn.Module, path: str | Path) -> list[str]
     return sorted(state)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def make_extractor(model: torch.nn.Module, names: tuple[str, ...], cfg: dict,
+                   device: torch.device) -> FeatureExtractor:
+    """The extractor over `model`'s frozen backbones `names` (motion always first)."""
+    backbones = FrozenBackbones(model.motion, *(getattr(model, n) if n in names else None
+                                               for n in ("appearance", "text")))
+    return FeatureExtractor(backbones, device, amp=bool(cfg.get("amp", True)),
+                            batch_frames=int(cfg.get("batch_frames", 256)))
+
+
+_WORKER_EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
+
+
+def extract_shard_job(item: dict) -> tuple[dict, bool]:
+    """One shard of a fanned-out run (flows/fanout.py), in whatever worker runs it.
+
+    The worker rebuilds the extractor once from the params and the frozen weights `main` saved, so it computes
+    the same bytes as the in-process run.
+    """
+    key = (item["params"], item["out"])
+    extractor = _WORKER_EXTRACTORS.get(key)
+    if extractor is None:
+        params = load_params(item["params"])
+        cfg = section(params, "extract", item["params"])
+        torch.set_num_threads(int(cfg.get("threads", 2)))
+        out = Path(item["out"])
+        tokenizer = out / "tokenizer" if (out / "tokenizer").is_dir() else None
+        model = build_cgstvg(section(params, "model", item["params"]), tokenizer)
+        load_frozen_backbones(model, out / "frozen_backbones.safetensors")
+        extractor = make_extractor(model, tuple(item["features"]), cfg, torch.device(item["device"]))
+        _WORKER_EXTRACTORS[key] = extractor
+    return extract_shard(item["frame_dir"], item["out_dir"], item["shard"], extractor, item["fingerprint"])
+
+
+def main(argv: list[str] | None = None, *, mapper=None) -> dict:
+    """Run the stage; `mapper` (an ordered map, e.g. a Prefect fan-out) runs the shards through `extract_shard_job`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True, type=Path, help="shard output, e.g. outputs/shard")
     parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/extract")
@@ -129,10 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = frozen_state(model, names)
     with atomic_path(args.out / "frozen_backbones.safetensors") as tmp:
         save_file(weights, str(tmp))
-    backbones = FrozenBackbones(model.motion, *(getattr(model, n) if n in names else None
-                                               for n in ("appearance", "text")))
-    extractor = FeatureExtractor(backbones, device, amp=bool(cfg.get("amp", True)),
-                                 batch_frames=int(cfg.get("batch_frames", 256)))
+    extractor = make_extractor(model, names, cfg, device)
     fp = fingerprint({"backbones": model_params["backbones"], "seed": seed, "features": names,
                       "batch_frames": extractor.batch_frames, "device": device.type, "amp": extractor.amp,
                       "tokenizer": ({p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())}
@@ -142,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     progress = sys.stderr.isatty()
     for dataset, split in splits:
         t0 = time.perf_counter()
-        manifest = extract_split(args.shards / dataset / split, args.out / dataset / split, extractor, fp, progress)
+        context = {"params": str(args.params.resolve()), "out": str(args.out.resolve()), "features": list(names), "device": str(device)}
+        manifest = extract_split(args.shards / dataset / split, args.out / dataset / split, extractor, fp, progress,
+                                 mapper=mapper, job=extract_shard_job, job_context=context)
         seconds = time.perf_counter() - t0
         summary[f"{dataset}/{split}"] = {"samples": manifest["samples"], "bytes": manifest["bytes"],
                                          "features": manifest["features"]}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 import random
 
 import numpy as np
@@ -133,3 +135,36 @@ def _members(split_dir):
 
     for sample in wds.tarfile_to_samples()(iter([{"url": str(split_dir / "shard-000000.tar")}])):
         yield sample["__key__"], sample["motion.npy"]
+
+
+def test_fanned_out_extract_writes_the_same_bytes(shards):
+    """flows/fanout.py maps `extract_shard_job` over worker processes: same files as the in-process run."""
+    import concurrent.futures
+    import multiprocessing
+
+    import pipeline.extract as extract
+    from cgstvg.data.shard_reader import read_manifest
+    workdir = shards.parents[2]
+    run_stage("extract", workdir, workdir / "params.yaml")  # the in-process run (reused if already there)
+    plain = workdir / "out" / "extract" / "hcstvg_v1"
+    expected = {split: _files(plain / split) for split in ("train", "test")}
+
+    mapped = []
+
+    def mapper(fn, items):
+        items = list(items)
+        mapped.extend(item["shard"]["name"] for item in items)
+        ctx = multiprocessing.get_context("spawn")  # fresh workers: each rebuilds the extractor from disk
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+            yield from pool.map(fn, items)
+
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        argv = ["--shards", "out/shard", "--out", "fanned/extract", "--params", str(workdir / "params.yaml")]
+        extract.main(argv, mapper=mapper)
+    finally:
+        os.chdir(cwd)
+    fanned = workdir / "fanned" / "extract" / "hcstvg_v1"
+    assert {split: _files(fanned / split) for split in ("train", "test")} == expected
+    assert len(mapped) == sum(len(read_manifest(shards / split)["shards"]) for split in ("train", "test"))

@@ -195,11 +195,44 @@ def _tar_bytes(samples: list[dict[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
+def extract_shard(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, shard: dict,
+                  extractor: FeatureExtractor, fingerprint: str) -> tuple[dict, bool]:
+    """Write the feature shard of one frame shard, or reuse a finished one; returns (its marker, reused).
+
+    A finished shard is reused only when its marker names the same input sha256 and fingerprint and the tar's
+    size and sha256 still match, so an interrupted run resumes without recomputing what it finished.
+    """
+    frame_dir, out_dir = Path(frame_dir), Path(out_dir)
+    name = shard["name"]
+    tar, marker_path = out_dir / name, out_dir / (name[: -len(".tar")] + ".done.json")
+    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
+    if (marker is not None and tar.is_file() and marker.get("input_sha256") == shard["sha256"]
+            and marker.get("fingerprint") == fingerprint and tar.stat().st_size == marker.get("bytes")
+            and sha256_file(tar) == marker.get("sha256")):
+        return marker, True
+    marker_path.unlink(missing_ok=True)
+    members = extractor.shard_members(str(frame_dir / name))
+    if len(members) != shard["samples"]:
+        raise ValueError(f"{frame_dir / name}: read {len(members)} samples, its manifest lists {shard['samples']}")
+    data = _tar_bytes(members)
+    with atomic_path(tar) as tmp:
+        tmp.write_bytes(data)
+    marker = {"name": name, "samples": len(members), "bytes": len(data),
+              "sha256": hashlib.sha256(data).hexdigest(), "input_sha256": shard["sha256"],
+              "fingerprint": fingerprint}
+    write_json(marker_path, marker)
+    return marker, False
+
+
 def extract_split(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, extractor: FeatureExtractor,
-                  fingerprint: str, progress: bool = True) -> dict:
+                  fingerprint: str, progress: bool = True, *, mapper=None, job=None, job_context=None) -> dict:
     """Feature shards for one split's frame shards; resumes from finished shards. Returns the manifest it writes.
 
-    `fingerprint` identifies the extraction settings: a marker with another fingerprint is stale.
+    `fingerprint` identifies the extraction settings: a marker with another fingerprint is stale. With `mapper`
+    (an ordered `map(fn, items)`, e.g. the Prefect fan-out of flows/fanout.py), the shards are handed to the
+    module-level `job(item)` as dicts of `job_context` plus frame_dir, out_dir, shard and fingerprint; `job` must
+    return what `extract_shard` returns (it rebuilds an identical extractor in its own worker; `extractor`
+    then only names the features).
     """
     frame_dir, out_dir = Path(frame_dir), Path(out_dir)
     manifest = read_manifest(frame_dir)
@@ -208,31 +241,18 @@ def extract_split(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, extr
     for stale in out_dir.glob("shard-*"):  # shards that no longer exist upstream
         if stale.name.split(".")[0] + ".tar" not in expected:
             stale.unlink()
+    shards = tqdm(manifest["shards"], desc=f"extract {frame_dir.parent.name}/{frame_dir.name}", unit="shard",
+                  disable=not progress)
+    if mapper is None:
+        results = (extract_shard(frame_dir, out_dir, shard, extractor, fingerprint) for shard in shards)
+    else:
+        items = [dict(job_context or {}, frame_dir=str(frame_dir.resolve()), out_dir=str(out_dir.resolve()), shard=shard,
+                      fingerprint=fingerprint) for shard in manifest["shards"]]
+        results = mapper(job, items)
     written, reused = [], 0
-    bar = tqdm(manifest["shards"], desc=f"extract {frame_dir.parent.name}/{frame_dir.name}", unit="shard",
-               disable=not progress)
-    for shard in bar:
-        name = shard["name"]
-        tar, marker_path = out_dir / name, out_dir / (name[: -len(".tar")] + ".done.json")
-        marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
-        if (marker is not None and tar.is_file() and marker.get("input_sha256") == shard["sha256"]
-                and marker.get("fingerprint") == fingerprint and tar.stat().st_size == marker.get("bytes")
-                and sha256_file(tar) == marker.get("sha256")):
-            written.append(marker)
-            reused += 1
-            continue
-        marker_path.unlink(missing_ok=True)
-        members = extractor.shard_members(str(frame_dir / name))
-        if len(members) != shard["samples"]:
-            raise ValueError(f"{frame_dir / name}: read {len(members)} samples, its manifest lists {shard['samples']}")
-        data = _tar_bytes(members)
-        with atomic_path(tar) as tmp:
-            tmp.write_bytes(data)
-        marker = {"name": name, "samples": len(members), "bytes": len(data),
-                  "sha256": hashlib.sha256(data).hexdigest(), "input_sha256": shard["sha256"],
-                  "fingerprint": fingerprint}
-        write_json(marker_path, marker)
+    for marker, was_reused in results:
         written.append(marker)
+        reused += int(was_reused)
     out = {"dataset": manifest.get("dataset"), "split": manifest.get("split"), "fingerprint": fingerprint,
            "samples": sum(m["samples"] for m in written), "bytes": sum(m["bytes"] for m in written),
            "shards": [{k: m[k] for k in ("name", "samples", "bytes", "sha256")} for m in written],
@@ -242,5 +262,5 @@ def extract_split(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, extr
     return out
 
 
-__all__ = ["FEATURE_NAMES", "FeatureExtractor", "FrozenBackbones", "extract_split", "load_npy", "npy_bytes",
+__all__ = ["FEATURE_NAMES", "FeatureExtractor", "FrozenBackbones", "extract_shard", "extract_split", "load_npy", "npy_bytes",
            "sha256_file"]
