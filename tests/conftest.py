@@ -1,6 +1,7 @@
 """Test-wide settings: no network, no analytics, a throwaway Prefect home."""
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+# Stage commands in dvc.yaml call `python` and the flows call `dvc`: both must be this interpreter's, venv or not.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
