@@ -70,6 +70,24 @@ def test_folded_batchnorm_chunks_and_channels_last_give_torchvisions_features():
         torch.testing.assert_close(small_chunked(frames), small(frames), rtol=1e-5, atol=1e-6)
 
 
+def test_small_cnn_coordinate_channels_give_each_cell_its_place():
+    net = build_appearance({"name": "small_cnn", "channels": [8, 16], "coord_channels": True}).eval()
+    frames = torch.randn(2, 3, 12, 20)  # stride 4: a 3 x 5 grid
+    with torch.no_grad():
+        out = net(frames)
+    assert out.shape == (2, 18, 3, 5) and net.out_channels == 18
+    # The appended channels are the cell centres as fractions of the frame: x then y.
+    torch.testing.assert_close(out[0, -2, 1], torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]))
+    torch.testing.assert_close(out[1, -1, :, 2], torch.tensor([1 / 6, 0.5, 5 / 6]))
+    # The features before them are the plain network's.
+    plain = build_appearance({"name": "small_cnn", "channels": [8, 16]}).eval()
+    plain.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(out[:, :-2], plain(frames))
+    with pytest.raises(KeyError, match="unknown keys"):
+        build_appearance({"name": "small_cnn", "coords": True})
+
+
 def test_small_cnn_is_trainable_with_stride_16():
     net = build_appearance({"name": "small_cnn", "channels": [16, 32, 64, 64]})
     frames = torch.randn(4, 3, 96, 128)

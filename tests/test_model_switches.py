@@ -81,13 +81,15 @@ def test_outputs_have_documented_shapes_and_need_no_targets():
     assert out.intermediates is None
 
 
-@pytest.mark.parametrize("stage_score", ["last", "stage"])
+@pytest.mark.parametrize("stage_score, query_init, box_refine",
+                         [("last", "zeros", "absolute"), ("stage", "zeros", "absolute"), ("last", "text", "anchor")])
 @torch.no_grad()
-def test_batched_videos_match_single_runs_with_padding_fixes(stage_score):
+def test_batched_videos_match_single_runs_with_padding_fixes(stage_score, query_init, box_refine):
     # With the key padding mask in the spatial cross-attention and the anchor mean over real tokens, a padded
-    # video's results do not depend on the padding. Thresholds low enough that context is used.
+    # video's results do not depend on the padding (the sentence queries pool real tokens and frames only).
+    # Thresholds low enough that context is used.
     changes = dict(spatial_key_padding_mask=True, frames_cls_over_padding=False, theta_t=-10.0, theta_s=0.5,
-                   temporal_score_layer=stage_score)
+                   temporal_score_layer=stage_score, query_init=query_init, box_refine=box_refine)
     head = _head(**changes)
     inputs = _inputs()
     batched = head(**inputs)
@@ -351,3 +353,48 @@ def test_bad_inputs_are_clear_errors():
         CGSTVGConfig(context_mode="sometimes")
     with pytest.raises(KeyError, match="params.yaml:model"):
         CGSTVGConfig.from_params({"d_model": 64, "dmodel": 3})
+
+
+@torch.no_grad()
+def test_text_query_init_starts_every_frame_from_the_sentence():
+    head = _head(query_init="text")
+    inputs = _inputs()
+    out = head(**inputs, return_intermediates=True)
+    q0 = out.intermediates["stage0.query_in"]
+    assert q0.abs().sum() > 0  # the release starts from zeros
+    torch.testing.assert_close(q0, q0[:, :1].expand_as(q0))  # one query per video, the same for every frame
+    assert not torch.allclose(q0[0, 0], q0[1, 0])
+    # A different sentence gives different first-stage boxes; under 'zeros' too, but only through the memory.
+    other = dict(inputs, text_hidden=torch.randn_like(inputs["text_hidden"]))
+    q0_other = head(**other, return_intermediates=True).intermediates["stage0.query_in"]
+    assert not torch.allclose(q0, q0_other)
+    assert torch.equal(_head()(**inputs, return_intermediates=True).intermediates["stage0.query_in"],
+                       torch.zeros_like(q0))
+
+
+@torch.no_grad()
+def test_anchor_box_refinement_adds_the_stage_output_to_the_anchor_logit():
+    head = _head(box_refine="anchor")
+    last = head.box_head.layers[-1]
+    last.weight.zero_()
+    last.bias.zero_()  # no correction: every stage must return its anchor
+    out = head(**_inputs(), return_intermediates=True)
+    torch.testing.assert_close(out.stages[0].pred_boxes, out.intermediates["dec.init_anchors"], atol=1e-5, rtol=0)
+    for prev, cur in zip(out.stages, out.stages[1:]):
+        torch.testing.assert_close(cur.pred_boxes, prev.pred_boxes, atol=1e-5, rtol=0)
+    last.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))  # +1 on the cx logit per stage
+    out = head(**_inputs(), return_intermediates=True)
+    expected = torch.logit(out.intermediates["dec.init_anchors"][..., 0]) + 1
+    torch.testing.assert_close(torch.logit(out.stages[0].pred_boxes[..., 0]), expected, atol=1e-4, rtol=0)
+    # The release ('absolute') ignores the anchor: the box is the MLP's output alone.
+    release = _head()
+    release.box_head.layers[-1].weight.data.zero_()
+    release.box_head.layers[-1].bias.data.zero_()
+    assert torch.equal(release(**_inputs()).pred_boxes, torch.full((B, T, 4), 0.5))
+
+
+def test_unknown_query_init_and_box_refine_are_errors():
+    with pytest.raises(ValueError, match="query_init"):
+        SMALL.replace(query_init="sentence")
+    with pytest.raises(ValueError, match="box_refine"):
+        SMALL.replace(box_refine="residual")

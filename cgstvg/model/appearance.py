@@ -139,14 +139,30 @@ class ResNetTrunk(nn.Module):
         return _run_in_chunks(lambda part: self._folded_forward(part, folded), frames, self.frame_chunk)
 
 
+def coordinate_channels(n: int, h: int, w: int, like: Tensor) -> Tensor:
+    """(n, 2, h, w): each cell's centre (x, y) as a fraction of the (padded) frame, the frame in which the head's
+    boxes are normalised."""
+    ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w
+    grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)])
+    return grid[None].expand(n, 2, h, w)
+
+
 class SmallConvNet(nn.Module):
     """A trainable CNN of stride-2 3x3 conv + BatchNorm + ReLU blocks: stride 2**len(channels).
 
-    Input (N, 3, H, W) float; output (N, channels[-1], ceil(H/stride), ceil(W/stride)), the same grid as a
-    ResNet or Video Swin of that stride.
+    Input (N, 3, H, W) float; output (N, channels[-1] (+ 2 with `coord_channels`), ceil(H/stride),
+    ceil(W/stride)), the same grid as a ResNet or Video Swin of that stride.
+
+    `coord_channels` appends each cell's (x, y) to its features (CoordConv, Liu et al. 2018). Why: the head's box
+    MLP reads a box from attended feature *values*, and the release adds position to queries and keys only, so the
+    values must carry where they are. A ResNet-101 learns that through zero padding over a receptive field as
+    large as the frame; four 3x3 stride-2 blocks see 31 px, so without the channels no cell of a 96x128 frame
+    knows its place and the boxes stay at the constant-box loss (see the README's "Training the default").
     """
 
-    def __init__(self, channels: tuple[int, ...] | list[int] = (16, 32, 64, 64), frame_chunk: int = 0) -> None:
+    def __init__(self, channels: tuple[int, ...] | list[int] = (16, 32, 64, 64), frame_chunk: int = 0,
+                 coord_channels: bool = False) -> None:
         super().__init__()
         if not channels:
             raise ValueError("small_cnn channels: need at least one block")
@@ -157,21 +173,26 @@ class SmallConvNet(nn.Module):
                        nn.ReLU(inplace=True)]
             in_ch = out_ch
         self.body = nn.Sequential(*blocks)
-        self.out_channels = in_ch
+        self.coord_channels = coord_channels
+        self.out_channels = in_ch + (2 if coord_channels else 0)
         self.stride = 2 ** len(channels)
         self.frame_chunk = frame_chunk
 
     def forward(self, frames: Tensor) -> Tensor:
-        return _run_in_chunks(self.body, frames, self.frame_chunk)
+        features = _run_in_chunks(self.body, frames, self.frame_chunk)
+        if not self.coord_channels:
+            return features
+        n, _, h, w = features.shape
+        return torch.cat([features, coordinate_channels(n, h, w, features)], dim=1)
 
 
 def build_appearance(cfg: dict[str, Any], where: str = "params.yaml:model.backbones.appearance") -> nn.Module:
     """Build from a params section: {name, last_layer, trainable, frame_chunk, channels_last, fold_batchnorm} or
-    {name: small_cnn, channels, frame_chunk}; unknown keys are an error naming `where`."""
+    {name: small_cnn, channels, frame_chunk, coord_channels}; unknown keys are an error naming `where`."""
     cfg = dict(cfg)
     name = cfg.pop("name", None)
     if name == "small_cnn":
-        allowed = {"channels", "frame_chunk"}
+        allowed = {"channels", "frame_chunk", "coord_channels"}
     else:
         allowed = {"last_layer", "trainable", "frame_chunk", "channels_last", "fold_batchnorm"}
     unknown = sorted(set(cfg) - allowed)

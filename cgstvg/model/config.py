@@ -32,6 +32,16 @@ checkpoints were produced by it):
 * `context_in_temporal` also feed the context to the temporal decoding blocks (paper Table 7; the stages are then
   interleaved and `temporal_score_layer` must be 'stage').
 
+Training-speed switches for small CPU runs (off in the release; see the README's "Training the default"):
+* `query_init` what the spatial and temporal queries start from:
+    'zeros' release: Q^0 = P^0 = 0 ("initialized following DETR"), so the first stage's queries do not know the
+            sentence and must learn it through the memory;
+    'text'  a linear map of the sentence as the encoder saw it (the memory's text tokens, mean-pooled over tokens
+            and real frames), one per decoder; the release computes a similar unused `content_query` (STCAT's).
+* `box_refine` how a stage's box relates to its anchor:
+    'absolute' release: box = sigmoid(MLP(Q_k)), the anchor only steers the cross-attention;
+    'anchor'   STCAT / DAB-DETR: box = sigmoid(MLP(Q_k) + logit(anchor)), each stage refines the previous box.
+
 Release behaviours that we keep by default because they change outputs, each with a switch for the fix:
 * `spatial_key_padding_mask` False: the spatial cross-attention attends padded cells and padded text tokens.
 * `frames_cls_over_padding` True: the per-frame mean that initialises the anchors includes padded tokens.
@@ -53,6 +63,8 @@ SCORE_FUSIONS = ("two_level", "sum", "product")
 THRESHOLD_MODES = ("release", "paper")
 TEMPORAL_SCORE_LAYERS = ("last", "stage")
 TRAIN_SELECTIONS = ("gt_giou", "confidence")
+QUERY_INITS = ("zeros", "text")
+BOX_REFINES = ("absolute", "anchor")
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,10 @@ class CGSTVGConfig:
     train_selection: str = "gt_giou"
     context_in_temporal: bool = False
 
+    # Training-speed switches (release: 'zeros', 'absolute').
+    query_init: str = "zeros"
+    box_refine: str = "absolute"
+
     # Release padding behaviours.
     spatial_key_padding_mask: bool = False
     frames_cls_over_padding: bool = True
@@ -105,6 +121,8 @@ class CGSTVGConfig:
             "threshold_mode": THRESHOLD_MODES,
             "temporal_score_layer": TEMPORAL_SCORE_LAYERS,
             "train_selection": TRAIN_SELECTIONS,
+            "query_init": QUERY_INITS,
+            "box_refine": BOX_REFINES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

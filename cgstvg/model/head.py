@@ -84,6 +84,9 @@ class CGSTVGHead(nn.Module):
         self.icg = InstanceContextGeneration(cfg) if cfg.uses_context else None
         self.icr = InstanceContextRefinement(cfg) if cfg.uses_context else None
         self.box_head = MLP(d, d, 4, 3)
+        if cfg.query_init == "text":
+            self.spatial_query_init = nn.Linear(d, d)
+            self.temporal_query_init = nn.Linear(d, d)
         self.sted_head = MLP(d, d, 2, 2, cfg.head_dropout, cfg.dropout_on_logits)
         self.actioness_head = MLP(d, d, 1, 2, cfg.head_dropout, cfg.dropout_on_logits)
         # Recomputed from the config, not stored in checkpoints (the release saves it as a buffer).
@@ -180,6 +183,11 @@ class CGSTVGHead(nn.Module):
                 }
             )
 
+        if cfg.query_init == "text":
+            tgt_s0, tgt_t0 = self._text_queries(memory, hw, n_text, text_pad, time_mask)
+        else:
+            tgt_s0 = tgt_t0 = vis_feat.new_zeros(b, t, d)
+
         memory_key = memory + dec_pos
         visible = ~key_mask if cfg.spatial_key_padding_mask else None
         temporal = self.temporal_decoder
@@ -188,7 +196,7 @@ class CGSTVGHead(nn.Module):
 
         # Temporal queries: with no context in the TDB they do not depend on the SDB, so (as the release) the whole
         # temporal decoder runs first and its last layer can score every stage's frames.
-        tgt_t = vis_feat.new_zeros(b, t, d)
+        tgt_t = tgt_t0
         hidden_t: list[Tensor] = []
         sted_all: list[Tensor] = []
         actioness_all: list[Tensor] = []
@@ -207,7 +215,7 @@ class CGSTVGHead(nn.Module):
             for k in range(num_stages):
                 temporal_stage(k, None)
 
-        tgt_s = vis_feat.new_zeros(b, t, d)
+        tgt_s = tgt_s0
         context: tuple[Tensor, Tensor] | None = None
         stages: list[StageOutput] = []
         selected_frames: list[Tensor] = []
@@ -232,7 +240,10 @@ class CGSTVGHead(nn.Module):
             tgt_s = spatial.layers[k](
                 tgt_s, query_pos, query_sine, time_pos, time_mask, memory, dec_pos, visible, context, layer_rec
             )
-            boxes = self.box_head(tgt_s).sigmoid()
+            delta = self.box_head(tgt_s)
+            if cfg.box_refine == "anchor":
+                delta = delta + torch.logit(anchors, eps=1e-5)
+            boxes = delta.sigmoid()
             anchors = boxes.detach()
             if rec is not None:
                 rec.update({f"stage{k}.{name}": value for name, value in layer_rec.items()})
@@ -281,6 +292,21 @@ class CGSTVGHead(nn.Module):
             selected_frames=selected_frames,
             intermediates=rec,
         )
+
+    def _text_queries(
+        self, memory: Tensor, hw: int, n_text: int, text_pad: Tensor, time_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """`query_init='text'`: (spatial, temporal) initial queries (B, T, d), the same for every frame of a video,
+        from the memory's text tokens mean-pooled over real tokens and real frames."""
+        b, t = time_mask.shape
+        words = memory[:, hw : hw + n_text]  # (BT, L, d): the sentence after attending to each frame
+        keep = (~text_pad).to(memory.dtype)[..., None]
+        per_frame = (words * keep).sum(1) / keep.sum(1).clamp(min=1)
+        frames = (~time_mask).to(memory.dtype)[..., None]
+        sentence = (per_frame.view(b, t, -1) * frames).sum(1) / frames.sum(1)
+        tgt_s = self.spatial_query_init(sentence)[:, None].expand(b, t, -1)
+        tgt_t = self.temporal_query_init(sentence)[:, None].expand(b, t, -1)
+        return tgt_s, tgt_t
 
     @staticmethod
     def _check_inputs(
