@@ -68,6 +68,22 @@ def test_killed_training_resumes_from_its_checkpoint(workdir):
         torch.testing.assert_close(a[k], b[k], msg=k)
 
 
+def test_rerun_of_a_finished_training_rewrites_its_curves(workdir):
+    # `dvc repro` deletes a stage's outputs but keeps the persisted checkpoints: a rerun resumes at the last step,
+    # runs nothing, and must still write the loss curves, the model and the summary.
+    _train(workdir, "whole")
+    plots = workdir / "whole" / "train" / "plots"
+    expected = {name: (plots / name).read_text() for name in ("loss.csv", "lr.csv")}
+    for name in expected:
+        (plots / name).unlink()
+    (workdir / "whole" / "train" / "model.pt").unlink()
+    _train(workdir, "whole")
+    summary = json.loads((workdir / "whole" / "train" / "summary.json").read_text())
+    assert summary["resumed_from"] == 18 and summary["steps_run"] == 0
+    assert {name: (plots / name).read_text() for name in expected} == expected
+    assert (workdir / "whole" / "train" / "model.pt").is_file()
+
+
 def test_changed_params_do_not_resume_stale_checkpoints(workdir):
     params = tiny_params(train={"epochs": 1})
     (workdir / "changed.yaml").write_text(yaml.safe_dump(params))

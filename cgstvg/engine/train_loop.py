@@ -157,6 +157,10 @@ def train(
         start, curve = int(state["step"]), list(state["curve"])
         if env.is_main:
             log.info("resuming from %s at step %d", checkpoint_dir, start)
+            if curve and loss_csv is not None and lr_csv is not None:
+                # Rewritten now: a run resumed at its last step has no step left to write them (DVC deletes a
+                # stage's outputs before running it, the persisted checkpoints excepted).
+                write_curves(curve, loss_csv, lr_csv)
     elif env.is_main:
         removed = ckpt.remove_stale(checkpoint_dir, fingerprint)
         if removed:
