@@ -80,7 +80,7 @@ def clip_from_sample(sample: dict) -> dict:
             "orig_size": meta["orig_size"], "sentence": meta["sentence"], "meta": meta}
 
 
-def _stream_seed(*parts) -> int:
+def stream_seed(*parts) -> int:
     """A seed from a tuple of ints and strings (stable across processes, unlike hash() of a str)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
@@ -123,7 +123,7 @@ class ShardLoader:
         """A generator per (seed, epoch, rank, worker, purpose, pass over this worker's shards)."""
         rank, _, worker, _ = pytorch_worker_info()
         self._passes[purpose] = self._passes.get(purpose, -1) + 1  # `repeat` restarts the stages each pass
-        return random.Random(_stream_seed(self.seed, self.epoch, rank, worker, purpose, self._passes[purpose]))
+        return random.Random(stream_seed(self.seed, self.epoch, rank, worker, purpose, self._passes[purpose]))
 
     def _shuffled(self, src):
         yield from wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=self._worker_rng("shuffle"))(src)
@@ -139,7 +139,7 @@ class ShardLoader:
     def pipeline(self) -> wds.DataPipeline:
         urls = list(self.urls)
         if self.train:  # the same permutation on every rank, so split_by_node keeps the ranks disjoint
-            random.Random(_stream_seed(self.seed, self.epoch)).shuffle(urls)
+            random.Random(stream_seed(self.seed, self.epoch)).shuffle(urls)
         stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, wds.tarfile_to_samples()]
         if self.train:
             stages.append(self._shuffled)
@@ -156,4 +156,4 @@ class ShardLoader:
         return itertools.islice(loader, self.batches_per_epoch)
 
 
-__all__ = ["ShardLoader", "clip_from_sample", "decode_frames", "read_manifest"]
+__all__ = ["ShardLoader", "clip_from_sample", "decode_frames", "read_manifest", "stream_seed"]

@@ -25,8 +25,8 @@ import webdataset as wds
 
 from cgstvg.data.augment import TrainAugment, hflip, temporal_crop
 from cgstvg.data.collate import collate_clips
-# _stream_seed is the shard reader's own seed mix: the shard order must be exactly ShardLoader's.
-from cgstvg.data.shard_reader import ShardLoader, _stream_seed, clip_from_sample
+# The shard order must be exactly ShardLoader's, so the feature loader uses its seed mix.
+from cgstvg.data.shard_reader import ShardLoader, clip_from_sample, stream_seed
 from cgstvg.engine.features import load_npy
 
 FRAME_ALIGNED = ("motion", "appearance")
@@ -160,7 +160,7 @@ class FeatureShardLoader(ShardLoader):
     def pipeline(self) -> wds.DataPipeline:
         urls = list(self.urls)
         if self.train:  # the same permutation on every rank (ShardLoader.pipeline's rule)
-            random.Random(_stream_seed(self.seed, self.epoch)).shuffle(urls)
+            random.Random(stream_seed(self.seed, self.epoch)).shuffle(urls)
         stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, self._joined_samples]
         if self.train:
             stages.append(self._shuffled)
