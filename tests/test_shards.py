@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -99,6 +100,28 @@ def test_rerun_is_byte_identical_and_a_worker_pool_or_mapper_changes_nothing(raw
     write_split(table, root, tmp_path / "a", CFG, progress=False)  # nothing changed: every shard is kept
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").glob("shard-*.tar")} == mtimes
     assert _shard_bytes(tmp_path / "a") == first
+
+
+def test_output_does_not_depend_on_video_mtimes_but_on_their_content(raw, tmp_path):
+    # The shard folder is a DVC output: its hash must be the same in every clone (videos written at other times).
+    root, table, _ = raw
+    write_split(table, root, tmp_path / "a", CFG, progress=False)
+    video = root / table.column("video_path")[0].as_py()
+    os.utime(video, ns=(1, 1))
+    write_split(table, root, tmp_path / "b", CFG, progress=False)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    # A changed video is noticed: its shard is rewritten on the next run.
+    original = video.read_bytes()
+    try:
+        video.write_bytes(original[:-16] + bytes(16))
+        markers = {p.name: p.read_text() for p in (tmp_path / "a").glob("*.done.json")}
+        write_split(table, root, tmp_path / "a", CFG, progress=False)
+        after = {p.name: p.read_text() for p in (tmp_path / "a").glob("*.done.json")}
+        assert after.keys() == markers.keys() and after != markers
+    finally:
+        video.write_bytes(original)
 
 
 def test_interrupted_run_resumes_to_the_same_bytes(raw, tmp_path, monkeypatch):
