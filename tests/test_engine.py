@@ -212,3 +212,11 @@ def test_short_epoch_is_an_error(tmp_path):
 def test_settings_validate():
     with pytest.raises(ValueError, match="multiple"):
         _settings(checkpoint_every=5, log_every=2)
+
+
+def test_the_same_state_saves_to_the_same_bytes(tmp_path):
+    # Checkpoints are DVC outputs: equal weights must hash equally, whatever temporary name the atomic write used.
+    state = {"step": 3, "model": {"w": torch.arange(6.0)}}
+    a = ckpt.save_checkpoint(tmp_path / "a", state)
+    b = ckpt.save_checkpoint(tmp_path / "b", state)
+    assert a.read_bytes() == b.read_bytes()

@@ -53,8 +53,8 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], keep
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     path = checkpoint_path(directory, int(state["step"]))
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: same bytes for the same state
+        torch.save(dict(state), f)
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path

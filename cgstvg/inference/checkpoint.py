@@ -187,8 +187,10 @@ def save_grounding_checkpoint(path: str | os.PathLike, state_dict: dict[str, Ten
         state["tokenizer"] = {p.name: torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files}
     if step is not None:
         state["step"] = int(step)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Through a file object: torch.save names the zip's root folder after a path's stem, which is the random
+    # temporary name here, so the same weights would give different bytes (and DVC hashes) on every run.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
     return path
 
 
