@@ -100,7 +100,9 @@ def release_state_dict(ours: dict[str, torch.Tensor], head_fixture: Path) -> dic
         official_head = {head_key(k): k for k in f.keys() if head_key(k) is not None}
     out = {}
     for key, value in ours.items():
-        if key.startswith("head."):
+        if key == "head.time_table":  # the release stores its sine table as (rows, 1, d)
+            out["ground_decoder.time_embed.te"] = value[:, None]
+        elif key.startswith("head."):
             out[official_head[key[len("head."):]]] = value
         elif key.startswith("appearance."):
             out["vis_encoder.0.body." + key[len("appearance."):]] = value

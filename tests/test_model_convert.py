@@ -22,6 +22,9 @@ from cgstvg.model.motion import VideoSwinBackbone
 from cgstvg.model.text import ROBERTA_BASE, roberta_config
 from model_official import HEAD, official_head_state_dict
 
+# Fixture and conversion numerics: also run by .ci/run under other CPU capabilities and thread counts.
+pytestmark = pytest.mark.numerics
+
 KEYS = HEAD.parent / "keys" / "full_state_dict_keys.json"
 
 
@@ -84,6 +87,38 @@ def test_fixture_head_loads_strictly_with_every_parameter_used():
     head = CGSTVGHead(CGSTVGConfig(heads=4, ffn_dim=128, enc_layers=2, dec_layers=3))
     head.load_state_dict(ours, strict=True)
     assert len(report.mapped) == len(head.state_dict())
+
+
+def test_a_time_table_within_float32_rounding_loads_as_stored():
+    # Another machine's float32 table: the fixture's, perturbed by 1e-5 relative (below the 6.8e-5 that float32
+    # evaluation may err at row 200, see sine_time_table_tolerance), is accepted and kept bit for bit.
+    sd = dict(official_head_state_dict())
+    te = sd["ground_decoder.time_embed.te"]
+    generator = torch.Generator().manual_seed(0)
+    sign = torch.randint(0, 2, te.shape, generator=generator) * 2 - 1
+    sd["ground_decoder.time_embed.te"] = perturbed = te * (1 + 1e-5 * sign)
+    ours, report = convert_head_state_dict(sd)
+    assert report.mapped["ground_decoder.time_embed.te"] == "time_table"
+    assert torch.equal(ours["time_table"], perturbed[:, 0])
+
+
+@pytest.mark.parametrize("change", ["shuffled rows", "sin/cos swapped", "temperature 1000", "NaN"])
+def test_a_time_table_that_is_not_the_sine_table_is_refused(change):
+    sd = dict(official_head_state_dict())
+    te = sd["ground_decoder.time_embed.te"].clone()
+    if change == "shuffled rows":
+        te = te[torch.randperm(te.shape[0], generator=torch.Generator().manual_seed(0))]
+    elif change == "sin/cos swapped":
+        te = te.view(201, 1, 128, 2).flip(-1).reshape(201, 1, 256)
+    elif change == "temperature 1000":
+        position = torch.arange(201.0)[:, None]
+        div = torch.exp(torch.arange(0, 256, 2) * (-torch.log(torch.tensor(1000.0)) / 256))
+        te = torch.stack([(position * div).sin(), (position * div).cos()], -1).reshape(201, 1, 256)
+    else:
+        te[7, 0, 3] = float("nan")
+    sd["ground_decoder.time_embed.te"] = te
+    with pytest.raises(ValueError, match="time_embed.te is not the standard sine table"):
+        convert_head_state_dict(sd)
 
 
 def test_unknown_key_is_an_error_naming_it():

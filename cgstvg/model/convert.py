@@ -13,8 +13,11 @@ Unused in the release (built, saved, but never influencing an output or a gradie
   `ca_qtime_proj` (only used by the non-default FROM_SCRATCH=False branch);
 * aliases of shared modules: `ground_decoder.decoder.bbox_embed` (= `bbox_embed`) and `ground_decoder.time_embed2`
   (= `action_embed`); they are checked to be equal to the kept copy;
-* `ground_decoder.time_embed.te`: the sine time table, recomputed by our head (checked to be equal);
 * RoBERTa `pooler` and the `position_ids` buffer (handled by the text-backbone converter).
+
+`ground_decoder.time_embed.te`, the sine time table, is kept: it is checked to be the sine table to float32
+rounding (the release computed it in float32 on the authors' machine, so it differs from any recomputation in
+the last bits) and loaded as stored, so that a converted checkpoint computes exactly what the release computes.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from cgstvg.model.backbone_weights import (
     mdetr_to_official_key,
     official_backbone_key,
 )
-from cgstvg.model.position_encoding import sine_time_table
+from cgstvg.model.position_encoding import sine_time_table, sine_time_table_tolerance
 
 _HEAD_RULES: list[tuple[str, str]] = [
     (r"input_proj\.(weight|bias)", r"input_proj.\1"),
@@ -106,6 +109,7 @@ _ALIASES: list[tuple[str, str]] = [
 ]
 
 _TIME_TABLE = r"ground_decoder\.time_embed\.te"
+_OUR_TIME_TABLE = "time_table"
 
 HEAD_PREFIX = "head."
 """Where `CGSTVGHead` sits in the full model `CGSTVG`."""
@@ -148,11 +152,33 @@ def _same(a: Tensor, b: Tensor, atol: float = 0.0) -> bool:
     return torch.allclose(a.float(), b.float(), rtol=0.0, atol=atol)
 
 
+def _checked_time_table(key: str, value: Tensor) -> Tensor:
+    """The stored (rows, 1, d) sine time table as our (rows, d) buffer, if it is the sine table to float32 rounding.
+
+    The bound is `sine_time_table_tolerance` (derived there); comparing against our float64-exact table keeps the
+    check the same on every machine. Meta tensors (key-layout checks) carry no values and pass on shape alone.
+    """
+    if value.dim() != 3 or value.shape[1] != 1:
+        raise ValueError(f"official checkpoint: {key} has shape {tuple(value.shape)}, expected (rows, 1, d_model)")
+    table = value[:, 0]
+    if table.is_meta:
+        return table
+    exact = sine_time_table(table.shape[0], table.shape[1])
+    error = (table.float() - exact).abs().max().item()
+    tolerance = sine_time_table_tolerance(table.shape[0])
+    if not error <= tolerance:  # also refuses NaN
+        raise ValueError(
+            f"official checkpoint: {key} is not the standard sine table (largest difference {error:.3g}, "
+            f"float32 rounding allows {tolerance:.3g})"
+        )
+    return table.float().contiguous()
+
+
 def convert_head_state_dict(official: dict[str, Tensor]) -> tuple[dict[str, Tensor], ConversionReport]:
     """Map the grounding-head keys of an official state dict (no backbone keys) to `CGSTVGHead` names.
 
     Raises KeyError naming every key that is neither mapped nor known to be unused, and ValueError when an alias
-    differs from its kept copy or the stored sine table differs from ours.
+    differs from its kept copy or the stored sine table is not the sine table.
     """
     ours: dict[str, Tensor] = {}
     report = ConversionReport()
@@ -169,10 +195,8 @@ def convert_head_state_dict(official: dict[str, Tensor]) -> tuple[dict[str, Tens
             report.dropped[key] = f"alias of {alias_of} (same tensor)"
             continue
         if re.fullmatch(_TIME_TABLE, key):
-            table = sine_time_table(value.shape[0], value.shape[-1])
-            if not _same(value.reshape(table.shape).float(), table, atol=1e-6):
-                raise ValueError(f"official checkpoint: {key} is not the standard sine table")
-            report.dropped[key] = "sine time table, recomputed from the config"
+            ours[_OUR_TIME_TABLE] = _checked_time_table(key, value)
+            report.mapped[key] = _OUR_TIME_TABLE
             continue
         target = head_key(key)
         if target is None:
@@ -251,6 +275,48 @@ def convert_mdetr_state_dict(
             ours[target] = value
             report.mapped[key] = target
     return ours, report
+
+
+# Our keys -> MDETR's layout, for the modules that image-level grounding pretraining trains (MDETR's share of the
+# release's initialisation). Each rule is the inverse of the path `convert_mdetr_state_dict` takes (MDETR key ->
+# release key -> ours); `to_mdetr_state_dict` checks every key round-trips.
+_TO_MDETR: list[tuple[str, str]] = [
+    (r"appearance\.(.+)", r"backbone.0.body.\1"),
+    (r"text\.model\.(.+)", r"transformer.text_encoder.\1"),
+    (r"head\.text_resizer\.(.+)", r"transformer.resizer.\1"),
+    (r"head\.input_proj\.(.+)", r"input_proj.\1"),
+    (r"head\.encoder\.layers\.(\d+)\.(.+)", r"transformer.encoder.layers.\1.\2"),
+    (r"head\.anchor_init\.norm_in\.(.+)", r"transformer.pos_fc.0.\1"),
+    (r"head\.anchor_init\.fc\.(.+)", r"transformer.pos_fc.2.\1"),
+    (r"head\.anchor_init\.norm_out\.(.+)", r"transformer.pos_fc.4.\1"),
+    (r"head\.spatial_decoder\.layers\.(\d+)\.norm2\.(.+)", r"transformer.decoder.layers.\1.norm3.\2"),
+    (r"head\.spatial_decoder\.layers\.(\d+)\.norm3\.(.+)", r"transformer.decoder.layers.\1.norm4.\2"),
+    (r"head\.spatial_decoder\.layers\.(\d+)\.((?:sa|ca)_\w+_proj|self_attn|cross_attn|linear1|linear2|norm1)\.(.+)",
+     r"transformer.decoder.layers.\1.\2.\3"),
+    (r"head\.spatial_decoder\.(query_scale|ref_point_head)\.(.+)", r"transformer.decoder.\1.\2"),
+    (r"head\.box_head\.(.+)", r"bbox_embed.\1"),
+]
+
+
+def to_mdetr_state_dict(ours: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """The MDETR-layout part of a `CGSTVG` state dict: what `convert_mdetr_state_dict` loads back onto the same keys.
+
+    Returns (MDETR-layout state dict, our keys left out: modules MDETR does not have, such as the temporal
+    decoder, the motion backbone and the context blocks). Raises ValueError if a key would not round-trip.
+    """
+    out: dict[str, Tensor] = {}
+    left_out = []
+    for key, value in ours.items():
+        rule = next(((p, r) for p, r in _TO_MDETR if re.fullmatch(p, key)), None)
+        if rule is None:
+            left_out.append(key)
+            continue
+        out[re.sub(f"^{rule[0]}$", rule[1], key)] = value
+    back, report = convert_mdetr_state_dict(out, {k: tuple(v.shape) for k, v in ours.items()})
+    wrong = [m for m, k in report.mapped.items() if not torch.equal(back[k], out[m])] + list(report.dropped)
+    if wrong or set(back) != set(ours) - set(left_out):
+        raise ValueError(f"to_mdetr_state_dict: keys that do not round-trip through the MDETR loader: {wrong[:10]}")
+    return out, left_out
 
 
 def _state_dict_of(obj: dict, prefer_ema: bool, where: str) -> dict[str, Tensor]:

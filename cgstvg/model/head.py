@@ -89,8 +89,9 @@ class CGSTVGHead(nn.Module):
             self.temporal_query_init = nn.Linear(d, d)
         self.sted_head = MLP(d, d, 2, 2, cfg.head_dropout, cfg.dropout_on_logits)
         self.actioness_head = MLP(d, d, 1, 2, cfg.head_dropout, cfg.dropout_on_logits)
-        # Recomputed from the config, not stored in checkpoints (the release saves it as a buffer).
-        self.register_buffer("time_table", sine_time_table(cfg.max_video_len + 1, d), persistent=False)
+        # Saved in checkpoints as the release saves it: a converted release checkpoint brings the table its
+        # authors' machine computed (equal to ours to float32 rounding, see cgstvg.model.convert).
+        self.register_buffer("time_table", sine_time_table(cfg.max_video_len + 1, d))
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
