@@ -15,6 +15,10 @@ Writes (rank 0):
 - `<out>/plots/viou_histogram.csv`, `<out>/plots/tiou_viou.csv` for `dvc plots`;
 - `<out>/renders/<i>_<sample_id>.gif`: `renders` samples spread from the lowest vIoU (i = 0) to the highest (GT
   green, prediction red, per-frame IoU in the caption).
+
+With `--clips` (the synthetic default's `clips.parquet`), `metrics.json` also holds `subsets`: the model's scores
+on the clips of each flag (`hard`: a same-colour and a same-shape distractor; `decoy`: the target also performs
+another action), matched by dataset, split and video id; clips of other datasets (real data) match nothing and add no subset.
 """
 
 from __future__ import annotations
@@ -53,6 +57,28 @@ def read_ground_truth(path: Path) -> dict[str, GroundTruth]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no normalized table (run the `normalize` stage first)")
     return {r["sample_id"]: GroundTruth.from_row(r) for r in pq.read_table(path).to_pylist()}
+
+
+SUBSET_FLAGS = ("hard", "decoy")
+
+
+def subset_metrics(rows: list[dict], clips: Path | None) -> dict[str, dict]:
+    """m_tIoU, m_vIoU, vIoU@0.3 and vIoU@0.5 (strict >, as the release) of the rows whose clip has each flag."""
+    if clips is None or not clips.is_file():
+        return {}
+    table = pq.read_table(clips).to_pylist()
+    out = {}
+    for flag in SUBSET_FLAGS:
+        ids = {(c["dataset"], c["split"], c["video_id"]) for c in table if c.get(flag)}
+        chosen = [r for r in rows if (r["dataset"], r["split"], r["video_id"]) in ids]
+        if not chosen:
+            continue
+        tiou = np.array([r["tIoU"] for r in chosen])
+        viou = np.array([r["vIoU"] for r in chosen])
+        out[flag] = {"m_tIoU": float(tiou.mean()), "m_vIoU": float(viou.mean()),
+                     "vIoU@0.3": float((viou > 0.3).mean()), "vIoU@0.5": float((viou > 0.5).mean()),
+                     "n": float(len(chosen))}
+    return out
 
 
 def render_choice(rows: list[dict], count: int) -> list[dict]:
@@ -94,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", required=True, type=Path, help="grounding checkpoint, e.g. outputs/train/model.pt")
     parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/evaluate")
     parser.add_argument("--params", default="params.yaml", type=Path)
+    parser.add_argument("--clips", type=Path, help="synthetic clips.parquet: also score its hard / decoy subsets")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = section(params, "evaluate", args.params)
@@ -116,6 +143,9 @@ def main(argv: list[str] | None = None) -> dict:
         if env.is_main:
             train_gt = read_ground_truth(args.normalized / dataset / "train.parquet").values()
             metrics.update(evaluate_baselines(gt, train_gt, **options))
+            subsets = subset_metrics(rows, args.clips)
+            if subsets:
+                metrics["subsets"] = subsets
             write_json(args.out / "metrics.json", metrics)
             write_parquet(args.out / "predictions.parquet", pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
             per_sample_plot_data(args.out / "plots", [r["tIoU"] for r in rows], [r["vIoU"] for r in rows],
@@ -129,6 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
                 b = metrics[kind]
                 print(f"evaluate: baseline {kind}: m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
                       f"vIoU@0.3 {b['vIoU@0.3']:.4f}")
+            for flag, b in metrics.get("subsets", {}).items():
+                print(f"evaluate: {flag} clips ({b['n']:.0f}): m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
+                      f"vIoU@0.3 {b['vIoU@0.3']:.4f} vIoU@0.5 {b['vIoU@0.5']:.4f}")
         return metrics
     finally:
         shutdown_distributed()

@@ -30,6 +30,7 @@ from cgstvg.data.shard_reader import read_manifest
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed
 from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_shard, extract_split, sha256_file
+from cgstvg.model.backbone_weights import load_kinetics_init
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.tokenizer import build_tokenizer
 from cgstvg.utils.atomic import atomic_path, write_json
@@ -159,12 +160,17 @@ def main(argv: list[str] | None = None, *, mapper=None) -> dict:
     tokenizer = tokenizer_dir_for(model_params, args.out, args.shards)
     torch.manual_seed(seed)
     model = build_cgstvg(model_params, tokenizer)
+    motion_init = (model_params.get("init") or {}).get("motion")
+    if motion_init is not None:  # the release's Kinetics-400 Video Swin; here `pretrain_motion`'s output
+        loaded = load_kinetics_init(model.motion, motion_init)
+        print(f"extract: motion backbone initialised from {motion_init} ({loaded} tensors)")
     names = cached_features(mode)
     weights = frozen_state(model, names)
     with atomic_path(args.out / "frozen_backbones.safetensors") as tmp:
         save_file(weights, str(tmp))
     extractor = make_extractor(model, names, cfg, device)
     fp = fingerprint({"backbones": model_params["backbones"], "seed": seed, "features": names,
+                      "motion_init": sha256_file(Path(motion_init)) if motion_init is not None else None,
                       "batch_frames": extractor.batch_frames, "device": device.type, "amp": extractor.amp,
                       "tokenizer": ({p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())}
                                     if tokenizer else None)})

@@ -23,6 +23,7 @@ TINY_PARAMS["shard"].update(workers=0)
 TINY_PARAMS["shard"]["resize"].update(short_side=48, max_long_side=64)
 TINY_PARAMS["shard"]["shards"].update(min_shards=2)
 TINY_PARAMS["shard"]["loader"].update(shuffle_buffer=8)
+TINY_PARAMS["model"]["init"] = {"grounding": None, "motion": None}  # random: the shipped pretraining fits the default
 TINY_PARAMS["model"].update(d_model=16, heads=2, ffn_dim=32, enc_layers=1, dec_layers=2, context_heads=2,
                             context_ffn_dim=32, max_video_len=40)
 TINY_PARAMS["model"]["backbones"].update(

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
 
 DEFAULT_PREFIXES = {"appearance": "appearance.", "motion": "motion.", "text": "text."}
 """Where the backbones sit in the full model (attribute name + '.')."""
@@ -220,6 +220,55 @@ def convert_kinetics_swin(state: Mapping[str, Tensor], prefix: str = "") -> dict
         if ours == "patch_embed.proj.weight":
             value = value.sum(dim=2, keepdim=True)
         out[prefix + ours] = value
+    return out
+
+
+def load_kinetics_init(motion: nn.Module, path: str | os.PathLike) -> int:
+    """Initialise a `VideoSwinBackbone` from a Kinetics-400-layout checkpoint (mmaction `state_dict`), as the
+    release loads its Kinetics Video Swin; returns the number of tensors loaded.
+
+    Every backbone tensor must be present with our shape (the constant `relative_position_index` buffers
+    excepted): a checkpoint for another Swin size is refused, naming the first mismatches.
+    """
+    state = convert_kinetics_swin(state_dict_from(read_checkpoint(path), ("state_dict", "model"), where=str(path)))
+    own = motion.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("relative_position_index")]
+    wrong = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if missing or wrong:
+        raise ValueError(f"{path}: does not fit model.backbones.motion (missing {missing[:3]}, unknown or "
+                         f"mis-shaped {wrong[:3]})")
+    motion.load_state_dict(state, strict=False)
+    return len(state)
+
+
+def to_kinetics_swin_state_dict(ours: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our `VideoSwinBackbone` state dict -> the Kinetics-400 (mmaction) layout that `convert_kinetics_swin` reads.
+
+    The inverse of `kinetics_swin_key`; the (C, 3, 1, 4, 4) patch kernel is written as two equal temporal halves
+    (C, 3, 2, 4, 4), which the converter sums back exactly (halving and doubling are exact in binary floats).
+    Raises ValueError for a key that would not come back to itself.
+    """
+    mlp = {"mlp.0.": "mlp.fc1.", "mlp.3.": "mlp.fc2."}
+    out = {}
+    for key, value in ours.items():
+        if key.endswith("relative_position_index"):
+            continue  # a constant the constructor computes
+        match = re.fullmatch(r"features\.(\d+)\.(.+)", key)
+        if key.startswith("patch_embed."):
+            k400 = "backbone." + key
+            if key == "patch_embed.proj.weight":
+                value = (value / 2).expand(-1, -1, 2, -1, -1).contiguous()
+        elif match and int(match.group(1)) % 2 == 0:
+            block, rest = match.group(2).split(".", 1)
+            rest = next((new + rest[len(old):] for old, new in mlp.items() if rest.startswith(old)), rest)
+            k400 = f"backbone.layers.{int(match.group(1)) // 2}.blocks.{block}.{rest}"
+        elif match:
+            k400 = f"backbone.layers.{int(match.group(1)) // 2}.downsample.{match.group(2)}"
+        else:
+            raise ValueError(f"to_kinetics_swin_state_dict: {key!r} is not a Video Swin key")
+        if kinetics_swin_key(k400) != key:
+            raise ValueError(f"to_kinetics_swin_state_dict: {key!r} -> {k400!r} does not round-trip")
+        out[k400] = value
     return out
 
 

@@ -24,7 +24,7 @@ from cgstvg.model.text import build_text
 __all__ = ["CGSTVG", "CGSTVGHead", "CGSTVGOutput", "build_cgstvg", "head_config"]
 
 # Sub-sections of params.yaml `model:` that are not head settings.
-NON_HEAD_KEYS = ("backbones", "loss")
+NON_HEAD_KEYS = ("backbones", "loss", "init")
 
 
 class CGSTVG(nn.Module):

@@ -35,6 +35,8 @@ from cgstvg.model.backbone_weights import (
     is_official_backbone_key,
     mdetr_to_official_key,
     official_backbone_key,
+    read_checkpoint,
+    state_dict_from,
 )
 from cgstvg.model.position_encoding import sine_time_table, sine_time_table_tolerance
 
@@ -275,6 +277,22 @@ def convert_mdetr_state_dict(
             ours[target] = value
             report.mapped[key] = target
     return ours, report
+
+
+def load_mdetr_init(model: torch.nn.Module, path: str | os.PathLike) -> ConversionReport:
+    """Initialise a `CGSTVG` from an MDETR-layout checkpoint file, as the release does from MODEL.WEIGHT.
+
+    The file is a downloaded MDETR checkpoint on real data, or the `pretrain_grounding` stage's output on the
+    synthetic default. Keys load where the model has them with the same shape (`convert_mdetr_state_dict`); the
+    rest are reported. Raises ValueError when not one key fits (a file for another model size, say).
+    """
+    state = state_dict_from(read_checkpoint(path), where=str(path))
+    ours, report = convert_mdetr_state_dict(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    if not ours:
+        shown = list(report.dropped.items())[:3]
+        raise ValueError(f"{path}: no weight of this MDETR-layout checkpoint fits the model (e.g. {shown})")
+    model.load_state_dict(ours, strict=False)
+    return report
 
 
 # Our keys -> MDETR's layout, for the modules that image-level grounding pretraining trains (MDETR's share of the

@@ -1,0 +1,98 @@
+"""Stage `pretrain_motion`: action recognition on synthetic clips, the analogue of the release's Kinetics-400 Swin.
+
+    python -m pipeline.pretrain_motion --out outputs/pretrain_motion [--params params.yaml]
+
+Reads `synthesize` (the scene generator), `model.backbones.motion` (the Video Swin to train), `model.init.motion`
+and `pretrain_motion`. Trains the Video Swin with a linear classifier to name the action (or none) that the one
+object of a synthetic clip performs in a window of frames (`cgstvg.data.synthetic.action_windows`: the
+generator's own `pretrain_motion` clips, never an STVG clip), then writes (atomically):
+- `<out>/swin_k400.pth`: the backbone in the Kinetics-400 (mmaction) layout, `{"state_dict": ...}`, which
+  `extract` loads through the same converter as a downloaded Kinetics Video Swin (`model.init.motion`);
+- `<out>/curve.csv`: step, loss, learning rate and the held-out accuracy every `eval_every` steps;
+- `<out>/summary.json`.
+
+When `model.init.motion` does not name this stage's output, the stage trains nothing and writes only
+`summary.json` saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cgstvg.data.synthetic import SynthesizeConfig
+from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, action_windows
+from cgstvg.engine.pretrain_motion import MotionPretrainSettings, pretrain_motion
+from cgstvg.model.backbone_weights import to_kinetics_swin_state_dict
+from cgstvg.model.motion import build_motion
+from cgstvg.utils.atomic import atomic_path, write_json
+from cgstvg.utils.params import load_params, section
+
+OUTPUT_NAME = "swin_k400.pth"
+DATA_KEYS = ("train_clips", "val_clips", "window", "threads")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/pretrain_motion")
+    parser.add_argument("--params", default="params.yaml", type=Path)
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    where = f"{args.params}:pretrain_motion"
+    cfg = section(params, "pretrain_motion", args.params)
+    model_params = section(params, "model", args.params)
+    init = (model_params.get("init") or {}).get("motion")
+    if init is None or Path(init).resolve() != (args.out / OUTPUT_NAME).resolve():
+        summary = {"trained": False, "reason": f"model.init.motion = {init!r} does not name {args.out / OUTPUT_NAME}"}
+        with atomic_path(args.out, is_dir=True) as tmp:
+            write_json(tmp / "summary.json", summary)
+        print(f"pretrain_motion: not used ({summary['reason']}); nothing trained")
+        return summary
+
+    settings = MotionPretrainSettings.from_params({k: v for k, v in cfg.items() if k not in DATA_KEYS}, where)
+    torch.set_num_threads(int(cfg.get("threads", 2)))
+    scene = SynthesizeConfig.from_params(section(params, "synthesize", args.params), str(args.params)).scene
+    start = time.perf_counter()
+    window = int(cfg["window"])
+    train_pool = action_windows(settings.seed, "train", int(cfg["train_clips"]), window, scene)
+    val_pool = action_windows(settings.seed, "val", int(cfg["val_clips"]), window, scene)
+    counts = {c: int((train_pool.labels == i).sum()) for i, c in enumerate(ACTION_CLASSES)}
+    print(f"pretrain_motion: {len(train_pool)} training windows {counts}, {len(val_pool)} held out "
+          f"({time.perf_counter() - start:.0f} s to generate)")
+    torch.manual_seed(settings.seed)
+    backbone = build_motion(model_params["backbones"]["motion"], f"{args.params}:model.backbones.motion")
+
+    def log(row: dict) -> None:
+        if "val_accuracy" in row:
+            print(f"pretrain_motion: step {row['step']}/{settings.steps} loss {row['loss']:.3f} "
+                  f"held-out accuracy {row['val_accuracy']:.3f} {row['seconds']:.0f} s", file=sys.stderr, flush=True)
+
+    rows = pretrain_motion(backbone, train_pool, val_pool, settings, log=log)
+    state = to_kinetics_swin_state_dict({k: v.detach().contiguous() for k, v in backbone.state_dict().items()})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["step", "loss", "lr", "seconds", "val_accuracy"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    summary = {"trained": True, "steps": settings.steps, "train_windows": len(train_pool),
+               "val_windows": len(val_pool), "window": window, "classes": list(ACTION_CLASSES),
+               "chance_accuracy": round(max(counts.values()) / len(train_pool), 4),
+               "val_accuracy": [r for r in rows if "val_accuracy" in r][-1]["val_accuracy"],
+               "seconds": round(time.perf_counter() - start, 1)}
+    with atomic_path(args.out, is_dir=True) as tmp:
+        with open(tmp / OUTPUT_NAME, "wb") as f:  # a file object: the same weights give the same bytes
+            torch.save({"state_dict": state}, f)
+        (tmp / "curve.csv").write_text(text.getvalue())
+        write_json(tmp / "summary.json", summary)
+    print(f"pretrain_motion: {settings.steps} steps, held-out accuracy {summary['val_accuracy']:.3f} "
+          f"(majority class {summary['chance_accuracy']:.3f}); wrote {args.out / OUTPUT_NAME}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
