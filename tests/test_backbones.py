@@ -83,14 +83,15 @@ def test_small_cnn_coordinate_channels_give_each_cell_its_place():
     with torch.no_grad():
         out = net(frames)
     assert out.shape == (2, 18, 3, 5) and net.out_channels == 18
-    # The appended channels are the cell centres as fractions of the frame: x then y.
+    # The appended channels are the cell centres as fractions of the frame: x then y (float32 (i + 0.5) / n
+    # against rounded decimals: a few ulps, within assert_close's float32 default of 1.3e-6 relative).
     torch.testing.assert_close(out[0, -2, 1], torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]))
     torch.testing.assert_close(out[1, -1, :, 2], torch.tensor([1 / 6, 0.5, 5 / 6]))
     # The features before them are the plain network's.
     plain = build_appearance({"name": "small_cnn", "channels": [8, 16]}).eval()
     plain.load_state_dict(net.state_dict())
-    with torch.no_grad():
-        torch.testing.assert_close(out[:, :-2], plain(frames))
+    with torch.no_grad():  # the same weights and input through the same kernels in one process: bit-exact
+        torch.testing.assert_close(out[:, :-2], plain(frames), rtol=0, atol=0)
     with pytest.raises(KeyError, match="unknown keys"):
         build_appearance({"name": "small_cnn", "coords": True})
 
