@@ -14,10 +14,9 @@ about 2.5 targets each, against the 8 targets of a video training step.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from torch import Tensor
 from torchvision.ops import box_convert, box_iou
 
 from cgstvg.data.collate import normalize_frames
+from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.data.synthetic.grounding_frames import GroundingFrames
 from cgstvg.model.cgstvg import CGSTVG
 from cgstvg.model.criterion import CGSTVGCriterion
@@ -49,17 +49,7 @@ class PretrainSettings:
 
     @classmethod
     def from_params(cls, cfg: dict, where: str) -> PretrainSettings:
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(cfg) - set(known))
-        if unknown:
-            raise KeyError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
-        values = {}
-        for name, value in cfg.items():
-            kind = float if known[name] == "float" else int
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                raise TypeError(f"{where}.{name}: expected a number ({known[name]}), got {value!r}")
-            values[name] = kind(value)
-        settings = cls(**values)
+        settings = numeric_settings(cls, cfg, where)
         for name in ("steps", "frames", "eval_every"):
             if getattr(settings, name) < 1:
                 raise ValueError(f"{where}.{name}: must be >= 1, got {getattr(settings, name)}")
@@ -119,13 +109,7 @@ def pretrain_grounding(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
-    def factor(step: int) -> float:  # linear warm-up, then cosine to 0
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
     rng = np.random.default_rng(settings.seed)
     order, cursor = rng.permutation(len(train_pool.frames)), 0
     rows, started = [], time.perf_counter()

@@ -8,16 +8,16 @@ Kinetics Swin frozen, and `extract` caches its features.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from cgstvg.data.collate import normalize_frames
+from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, ActionWindows
 from cgstvg.model.motion import VideoSwinBackbone
 
@@ -37,17 +37,7 @@ class MotionPretrainSettings:
 
     @classmethod
     def from_params(cls, cfg: dict, where: str) -> MotionPretrainSettings:
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(cfg) - set(known))
-        if unknown:
-            raise KeyError(f"{where}: unknown keys {unknown} (known: {sorted(known)})")
-        values = {}
-        for name, value in cfg.items():
-            kind = float if known[name] == "float" else int
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                raise TypeError(f"{where}.{name}: expected a number ({known[name]}), got {value!r}")
-            values[name] = kind(value)
-        settings = cls(**values)
+        settings = numeric_settings(cls, cfg, where)
         if min(settings.steps, settings.batch, settings.eval_every) < 1 or settings.lr <= 0:
             raise ValueError(f"{where}: steps, batch and eval_every must be >= 1 and lr > 0")
         return settings
@@ -97,13 +87,7 @@ def pretrain_motion(backbone: VideoSwinBackbone, train_pool: ActionWindows, val_
     model = ActionClassifier(backbone)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
-    def factor(step: int) -> float:  # linear warm-up, then cosine to 0
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
     rng = np.random.default_rng(settings.seed)
     criterion = nn.CrossEntropyLoss()
     rows, started = [], time.perf_counter()
