@@ -81,3 +81,24 @@ def test_stage_trains_nothing_when_init_points_elsewhere(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(None)))
     summary = stage.main(["--out", str(out), "--params", str(tmp_path / "params.yaml")])
     assert not summary["trained"] and sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
+def test_relative_position_bias_trains_at_its_own_rate():
+    """The bias tables step at `bias_lr` (without weight decay), everything else at `lr`: at one rate the Swin
+    stayed at the majority class (README "Initial weights")."""
+    from cgstvg.engine.pretrain_motion import MotionPretrainSettings, pretrain_motion
+
+    pool = action_windows(0, "train", 4, 4, SCENE)
+    torch.manual_seed(0)
+    backbone = build_motion(MOTION)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    settings = MotionPretrainSettings(steps=1, batch=2, lr=1e-6, bias_lr=1e-1, warmup_steps=1, eval_every=1,
+                                      weight_decay=0.0)
+    pretrain_motion(backbone, pool, pool, settings)
+    moved = {k: float((v - before[k]).abs().max()) for k, v in backbone.state_dict().items()
+             if v.is_floating_point()}
+    tables = [k for k in moved if k.endswith("relative_position_bias_table")]
+    assert len(tables) == 2 and min(moved[k] for k in tables) > 1e-2  # one Adam step moves by ~bias_lr
+    assert max(v for k, v in moved.items() if k not in tables) < 1e-5  # ... and the rest by ~lr
+    with pytest.raises(ValueError, match="bias_lr"):
+        MotionPretrainSettings.from_params({"bias_lr": 0}, "params.yaml:pretrain_motion")
