@@ -124,6 +124,14 @@ def test_output_does_not_depend_on_video_mtimes_but_on_their_content(raw, tmp_pa
         video.write_bytes(original)
 
 
+def test_decoder_errors_carry_no_wall_clock_time():
+    # decord stamps its messages with the time of day; a reject message kept verbatim made two runs that crossed a
+    # second boundary write different shards and markers (and so different dvc.lock hashes).
+    error = RuntimeError("[00:56:10] /src/video/ffmpeg/threaded_decoder.cc:292: [00:56:11] Check failed: ret >= 0")
+    text = shard_writer._decoder_text(error)
+    assert text == "/src/video/ffmpeg/threaded_decoder.cc:292: Check failed: ret >= 0"
+
+
 def test_interrupted_run_resumes_to_the_same_bytes(raw, tmp_path, monkeypatch):
     root, table, _ = raw
     write_split(table, root, tmp_path / "full", CFG, progress=False)

@@ -31,6 +31,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
@@ -187,7 +188,7 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
         reader = decord.VideoReader(str(path), num_threads=1)
         n_frames = len(reader)
     except Exception as e:  # decord raises RuntimeError/DECORDError with ffmpeg's text
-        return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {e}".strip())
+        return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {_decoder_text(e)}".strip())
     out = []
     for r in records:
         needed = max(max(r["frame_ids"]), r["tube"][1]) + 1
@@ -201,7 +202,8 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
             batch = reader.get_batch(unique).asnumpy()
         except Exception as e:
             out.append(Encoded(r["sample_id"], reason=RejectReason.DECODE_ERROR.value,
-                               message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {e}".strip()))
+                               message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: "
+                                       f"{_decoder_text(e)}".strip()))
             continue
         frames = resize_frames(torch.from_numpy(batch).permute(0, 3, 1, 2), tuple(r["size"]))
         jpegs = dict(zip(unique, encode_jpeg(list(frames.contiguous()), quality=jpeg_quality)))
@@ -209,6 +211,16 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
         members["json"] = json.dumps(r, sort_keys=True, separators=(",", ":")).encode()
         out.append(Encoded(r["sample_id"], members=members))
     return out
+
+
+# decord prefixes its log lines with the wall-clock time ("[00:56:10] ..."); kept, it would make the rejects table
+# and the shard markers (and so their dvc.lock hashes) depend on when the run happened.
+_DECORD_TIMESTAMP = re.compile(r"\[\d{2}:\d{2}:\d{2}\] ")
+
+
+def _decoder_text(error: Exception) -> str:
+    """The decoder's error text without decord's wall-clock timestamps."""
+    return _DECORD_TIMESTAMP.sub("", str(error))
 
 
 def _encode_task(task: tuple[str, list[dict], int]) -> list[Encoded]:
