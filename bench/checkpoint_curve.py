@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "--clips", str(o / "synthesize" / "clips.parquet")])
             m = metrics["model"]
             rows.append({"step": step, **{k: round(m[k], 4) for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5")},
-                         "hard_m_vIoU": round(metrics.get("subsets", {}).get("hard", {}).get("m_vIoU", float("nan")), 4)})
+                         "hard_m_vIoU": round(metrics.get("subsets", {}).get("hard", {}).get("m_vIoU", float("nan")),
+                                              4)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))

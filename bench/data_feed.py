@@ -156,7 +156,8 @@ def side_a(work: Path, passes: int, clock: _Clock) -> dict[str, list[float]]:
                 sid = batch["targets"][0]["sample_id"]
                 times.setdefault(sid, []).append(clock.lap())
                 if p == 0:
-                    clock.excluded(lambda: torch.save(batch["frames"][0], work / f"a_{sid}.pt"))
+                    # excluded() calls the lambda at once, so it sees this iteration's batch and sid
+                    clock.excluded(lambda: torch.save(batch["frames"][0], work / f"a_{sid}.pt"))  # noqa: B023, F821
                 del batch  # as (b) does: measure the feed, not two batches held by the loop variable
     return times
 
@@ -175,7 +176,7 @@ def side_b(work: Path, passes: int, clock: _Clock) -> dict[str, list[float]]:
                                  tuple(rec["size"]))
             times.setdefault(rec["sample_id"], []).append(clock.lap())
             if p == 0:
-                clock.excluded(lambda: torch.save(out, work / f"b_{rec['sample_id']}.pt"))
+                clock.excluded(lambda: torch.save(out, work / f"b_{rec['sample_id']}.pt"))  # noqa: B023, F821
             del out
     return times
 

@@ -28,11 +28,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from torchvision.ops import box_convert, box_iou  # noqa: E402
+
 from cgstvg.model.config import CGSTVGConfig  # noqa: E402
 from cgstvg.model.criterion import CGSTVGCriterion  # noqa: E402
 from cgstvg.model.head import CGSTVGHead  # noqa: E402
 from cgstvg.model.targets import GroundingTargets  # noqa: E402
-from torchvision.ops import box_convert, box_iou  # noqa: E402
 
 T, H, W, L, NOISE_CH = 8, 6, 8, 6, 8
 BASE = dict(appearance_dim=NOISE_CH + 2, motion_dim=8, text_dim=8, d_model=64, ffn_dim=128, enc_layers=1,

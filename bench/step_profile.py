@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
             started = time.perf_counter()
         batch = timed("data", lambda: next(it))
         targets = grounding_targets(batch)
-        out = timed("forward", lambda: model(batch, targets=targets))
-        total = timed("loss", lambda: criterion.weighted_total(criterion(out, targets), num_stages))
+        # timed() calls each lambda at once, so they see this step's batch, targets and out
+        out = timed("forward", lambda: model(batch, targets=targets))  # noqa: B023
+        total = timed("loss", lambda: criterion.weighted_total(criterion(out, targets), num_stages))  # noqa: B023
         optimizer.zero_grad(set_to_none=True)
         timed("backward", total.backward)
         timed("clip+optimizer", lambda: (torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"])),

@@ -180,7 +180,8 @@ def stage_changed(stage: str, repo: str) -> bool:
 
 @task(task_run_name="dvc commit {stage}")
 def commit_stage(stage: str, repo: str) -> str:
-    """`dvc commit --force <stage>`: record outputs produced outside `dvc repro` (a fan-out) in dvc.lock and the cache."""
+    """`dvc commit --force <stage>`: record outputs produced outside `dvc repro` (a fan-out) in dvc.lock and the
+    cache."""
     return dvc(["commit", "--force", stage], repo)
 
 

@@ -18,7 +18,8 @@ Writes (rank 0):
 
 With `--clips` (the synthetic default's `clips.parquet`), `metrics.json` also holds `subsets`: the model's scores
 on the clips of each flag (`hard`: a same-colour and a same-shape distractor; `decoy`: the target also performs
-another action), matched by dataset, split and video id; clips of other datasets (real data) match nothing and add no subset.
+another action), matched by dataset, split and video id; clips of other datasets (real data) match nothing and add
+no subset.
 """
 
 from __future__ import annotations

@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None, *, mapper=None) -> dict:
     progress = sys.stderr.isatty()
     for dataset, split in splits:
         t0 = time.perf_counter()
-        context = {"params": str(args.params.resolve()), "out": str(args.out.resolve()), "features": list(names), "device": str(device)}
+        context = {"params": str(args.params.resolve()), "out": str(args.out.resolve()), "features": list(names),
+                   "device": str(device)}
         manifest = extract_split(args.shards / dataset / split, args.out / dataset / split, extractor, fp, progress,
                                  mapper=mapper, job=extract_shard_job, job_context=context)
         seconds = time.perf_counter() - t0

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = section(params, "pretrain_grounding", args.params)
     model_params = section(params, "model", args.params)
     if not uses_this_stage(model_params, args.out):
-        summary = {"trained": False, "reason": f"model.init.grounding = {model_params.get('init', {}).get('grounding')!r}"
+        summary = {"trained": False,
+                   "reason": f"model.init.grounding = {model_params.get('init', {}).get('grounding')!r}"
                    f" does not name {args.out / OUTPUT_NAME}"}
         with atomic_path(args.out, is_dir=True) as tmp:
             write_json(tmp / "summary.json", summary)

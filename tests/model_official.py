@@ -23,13 +23,13 @@ REGIME_FILES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture(name: str) -> dict[str, torch.Tensor]:
     """One safetensors file of head/ (inputs, shared_intermediates, state_dict or a regime file)."""
     return load_file(HEAD / f"{REGIME_FILES.get(name, name)}.safetensors")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def official_head_state_dict() -> dict[str, torch.Tensor]:
     """The official head weights (float32) with the dead parameters zero-filled, as the fixture README says."""
     sd = {k: v.float() for k, v in fixture("state_dict").items()}
@@ -58,7 +58,7 @@ def fixture_targets() -> GroundingTargets:
     return GroundingTargets(boxes, gt)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_regime(regime: str) -> tuple[CGSTVGHead, CGSTVGOutput]:
     """Our head with the converted fixture weights, run on the fixture inputs as the regime prescribes."""
     torch.manual_seed(0)

@@ -113,7 +113,7 @@ def test_mdetr_key_renames_follow_the_release():
     expected = {
         "backbone.0.body.layer2.0.conv1.weight": "vis_encoder.0.body.layer2.0.conv1.weight",
         "transformer.text_encoder.embeddings.word_embeddings.weight":
-            "text_encoder.body.embeddings.word_embeddings.weight",
+            "text_encoder.body.embeddings.word_embeddings.weight",  # noqa: E501
         "transformer.resizer.layer_norm.bias": "text_encoder.resizer.layer_norm.bias",
         "transformer.encoder.layers.5.linear2.weight": "ground_encoder.encoder.spatial_layers.5.linear2.weight",
         "transformer.decoder.layers.1.norm3.weight": "ground_decoder.decoder.layers.1.norm3.weight",
@@ -150,7 +150,8 @@ def test_kinetics_swin_loads_strictly_with_the_time_summed_patch_kernel(release_
     summed = ours["patch_embed.proj.weight"]
     assert summed.shape == (96, 3, 1, 4, 4)
     # The converter sums the two kernel slices exactly as this reference does (one float32 add): bit-exact.
-    torch.testing.assert_close(summed, kinetics["backbone.patch_embed.proj.weight"].sum(2, keepdim=True), rtol=0, atol=0)
+    torch.testing.assert_close(summed, kinetics["backbone.patch_embed.proj.weight"].sum(2, keepdim=True), rtol=0,
+                               atol=0)
     # Why the sum: on frames repeated in pairs, the (2,4,4) kernel at temporal stride 2 equals the summed
     # (1,4,4) kernel on the frames themselves.
     frames = torch.randn(1, 3, 3, 8, 8)
@@ -172,7 +173,8 @@ def test_read_checkpoint_is_weights_only(tmp_path):
     torch.save({"model": weights, "args": argparse.Namespace(lr=1e-4, backbone="resnet101"), "epoch": 3}, path)
     state = state_dict_from(read_checkpoint(path), where=str(path))
     # A saved and reloaded tensor: bit-exact.
-    torch.testing.assert_close(state["backbone.0.body.conv1.weight"], weights["backbone.0.body.conv1.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(state["backbone.0.body.conv1.weight"], weights["backbone.0.body.conv1.weight"], rtol=0,
+                               atol=0)
 
     save_file(weights, tmp_path / "w.safetensors")
     assert set(state_dict_from(read_checkpoint(tmp_path / "w.safetensors"))) == set(weights)

@@ -12,13 +12,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ground_support import BOX_CXCYWH, SENTENCE, TINY_PARAMS, VIDEO_FPS, VIDEO_HW, make_checkpoint, make_tokenizer, \
-    make_video
 
 from cgstvg.cli import main
 from cgstvg.inference.checkpoint import load_grounding_model
 from cgstvg.inference.ground import ground
 from cgstvg.visualize import PRED_COLOR
+from ground_support import (
+    BOX_CXCYWH,
+    SENTENCE,
+    TINY_PARAMS,
+    VIDEO_FPS,
+    VIDEO_HW,
+    make_checkpoint,
+    make_tokenizer,
+    make_video,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import random
 
 import numpy as np
 import pytest
 import torch
-from pipeline_support import run_stage, tiny_params, write_params
 
 from cgstvg.data.augment import TrainAugment
 from cgstvg.engine.feature_loader import CachedFeatureAugment, FeatureShardLoader
 from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_split, load_npy
 from cgstvg.model.motion import build_motion
+from pipeline_support import run_stage, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,9 @@ def checkout(tmp_path_factory) -> Path:
 def _artifacts(key: str, flow_run_id=None):
     runs = ArtifactFilterFlowRunId(any_=[flow_run_id]) if flow_run_id else None
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=runs))
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=runs)
+        )
 
 
 def _task_run_names(flow_run_id) -> list[str]:

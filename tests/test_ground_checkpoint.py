@@ -7,8 +7,6 @@ import json
 import pytest
 import torch
 import yaml
-from ground_support import SENTENCE, TINY_PARAMS, VIDEO_HW, make_checkpoint, make_tokenizer, make_video, \
-    release_state_dict, tiny_model
 from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
@@ -16,6 +14,16 @@ from cgstvg.cli import main
 from cgstvg.inference.checkpoint import GroundingParams, load_grounding_model
 from cgstvg.inference.errors import CheckpointError
 from cgstvg.inference.ground import ground
+from ground_support import (
+    SENTENCE,
+    TINY_PARAMS,
+    VIDEO_HW,
+    make_checkpoint,
+    make_tokenizer,
+    make_video,
+    release_state_dict,
+    tiny_model,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,9 +6,9 @@ import copy
 import json
 
 import numpy as np
-import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 import yaml
 
@@ -20,7 +20,6 @@ from cgstvg.model.convert import load_mdetr_init, to_mdetr_state_dict
 from cgstvg.model.tokenizer import build_tokenizer
 from pipeline import pretrain_grounding as stage
 from pipeline.train import init_grounding
-
 
 SCENE = SceneConfig(frames=8, height=48, width=64, radius=(4.0, 6.0))
 SMALL_MODEL = {
@@ -69,7 +68,9 @@ def test_mdetr_layout_round_trips_through_the_mdetr_loader(tmp_path):
     assert any(k.startswith("transformer.decoder.layers.1.") for k in state) and "bbox_embed.layers.0.weight" in state
     # MDETR has no motion stream, temporal decoder, temporal heads, instance context or encoder output norm: those
     # (and only those) are left out.
-    assert any(k.startswith("motion.") for k in left_out) and any(k.startswith("head.temporal_decoder.") for k in left_out)
+    assert any(k.startswith("motion.") for k in left_out) and any(
+        k.startswith("head.temporal_decoder.") for k in left_out
+    )
     mdetr_less = ("motion.", "head.temporal_decoder.", "head.time_table", "head.motion_proj.", "head.encoder.norm.",
                   "head.icr.", "head.sted_head.", "head.actioness_head.")
     assert all(k.startswith(mdetr_less) or ".context_attn." in k for k in left_out)
@@ -154,7 +155,9 @@ def test_stage_trains_nothing_when_init_points_elsewhere(tmp_path):
     normalized, _ = _normalized(tmp_path)
     out = tmp_path / "pretrain_grounding"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(tmp_path, "data/mdetr_resnet101.pth")))
-    summary = stage.main(["--normalized", str(normalized), "--out", str(out), "--params", str(tmp_path / "params.yaml")])
+    summary = stage.main(
+        ["--normalized", str(normalized), "--out", str(out), "--params", str(tmp_path / "params.yaml")]
+    )
     assert not summary["trained"] and "data/mdetr_resnet101.pth" in summary["reason"]
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
     assert json.loads((out / "summary.json").read_text())["trained"] is False

@@ -44,7 +44,8 @@ def raw(tmp_path_factory):
     (root / "videos/corrupt_mid.mp4").write_bytes(data)  # opens, then frame data fails to decode
     write_video(root / "videos/short.mp4", 10)  # the annotation says 32 frames
     bad = {"empty": "empty_video", "garbage": "undecodable_video", "truncated": "undecodable_video",
-           "truncated_fs": "undecodable_video", "corrupt_mid": "decode_error", "short": "too_few_frames", "missing": "missing_video"}
+           "truncated_fs": "undecodable_video", "corrupt_mid": "decode_error", "short": "too_few_frames",
+           "missing": "missing_video"}
     rows += [sample_row(f"bad_{name}", f"videos/{name}.mp4") for name in bad]
     return root, sample_table(rows), bad
 

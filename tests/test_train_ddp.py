@@ -7,9 +7,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pipeline_support import prepare_shards, run_command, stage_command, tiny_params
 
 from cgstvg.engine.checkpoint import list_checkpoints
+from pipeline_support import prepare_shards, run_command, stage_command, tiny_params
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 import yaml
-from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
 
 from cgstvg.engine.checkpoint import list_checkpoints
 from cgstvg.inference.checkpoint import load_grounding_model
+from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
 
 
 @pytest.fixture(scope="module")

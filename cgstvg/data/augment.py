@@ -83,7 +83,7 @@ class TrainAugment:
     max_long_side: int = 700
 
     @classmethod
-    def from_params(cls, loader: dict) -> "TrainAugment":
+    def from_params(cls, loader: dict) -> TrainAugment:
         """From the `shard.loader` section of params.yaml."""
         return cls(flip_prob=float(loader["flip_prob"]), temporal_crop_prob=float(loader["temporal_crop_prob"]),
                    scales=tuple(int(s) for s in loader["train_scales"]), max_long_side=int(loader["max_long_side"]))

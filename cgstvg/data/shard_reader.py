@@ -35,6 +35,7 @@ from webdataset.utils import pytorch_worker_info
 from cgstvg.data.augment import TrainAugment
 from cgstvg.data.collate import collate_clips
 
+
 def read_manifest(split_dir: str | Path) -> dict:
     path = Path(split_dir) / "manifest.json"
     if not path.is_file():

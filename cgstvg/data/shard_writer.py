@@ -69,7 +69,7 @@ class ShardConfig:
     workers: int = 2
 
     @classmethod
-    def from_params(cls, section: dict) -> "ShardConfig":
+    def from_params(cls, section: dict) -> ShardConfig:
         resize = section["resize"]
         shards = section["shards"]
         return cls(policy=dict(section["policy"]), sampling=dict(section["sampling"]),

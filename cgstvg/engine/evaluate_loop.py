@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
-from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.baselines import BASELINES, baseline_prediction, mean_relative_size
+from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import DistEnv, all_gather_objects
 from cgstvg.evaluation.protocol import PROTOCOLS, PassPrediction, TubePrediction, merge_passes
 from cgstvg.metrics import STVGMetrics, score_video
@@ -77,7 +77,7 @@ def predict(model: BatchModel, batches: Iterable[dict], protocol: str, device: t
             real = batch["time_mask"][:, k::passes]
             ids = _pad_ids([t["frame_ids"][k::passes] for t in targets], real.shape[1])
             tube = post_process(out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), ids, orig, ~real)
-            for i, t in enumerate(targets):
+            for i, _t in enumerate(targets):
                 n = int(real[i].sum())
                 per_sample[i].append(PassPrediction(frame_ids=ids[i, :n], boxes=tube.boxes_xyxy[i, :n],
                                                     segment=tuple(int(v) for v in tube.sted_frame_ids[i])))

@@ -25,6 +25,7 @@ import webdataset as wds
 
 from cgstvg.data.augment import TrainAugment, hflip, temporal_crop
 from cgstvg.data.collate import collate_clips
+
 # The shard order must be exactly ShardLoader's, so the feature loader uses its seed mix.
 from cgstvg.data.shard_reader import ShardLoader, clip_from_sample, stream_seed
 from cgstvg.engine.features import load_npy

@@ -246,8 +246,8 @@ def extract_split(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, extr
     if mapper is None:
         results = (extract_shard(frame_dir, out_dir, shard, extractor, fingerprint) for shard in shards)
     else:
-        items = [dict(job_context or {}, frame_dir=str(frame_dir.resolve()), out_dir=str(out_dir.resolve()), shard=shard,
-                      fingerprint=fingerprint) for shard in manifest["shards"]]
+        items = [dict(job_context or {}, frame_dir=str(frame_dir.resolve()), out_dir=str(out_dir.resolve()),
+                      shard=shard, fingerprint=fingerprint) for shard in manifest["shards"]]
         results = mapper(job, items)
     written, reused = [], 0
     for marker, was_reused in results:
@@ -262,5 +262,5 @@ def extract_split(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, extr
     return out
 
 
-__all__ = ["FEATURE_NAMES", "FeatureExtractor", "FrozenBackbones", "extract_shard", "extract_split", "load_npy", "npy_bytes",
-           "sha256_file"]
+__all__ = ["FEATURE_NAMES", "FeatureExtractor", "FrozenBackbones", "extract_shard", "extract_split", "load_npy",
+           "npy_bytes", "sha256_file"]

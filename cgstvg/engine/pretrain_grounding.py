@@ -24,8 +24,8 @@ from torch import Tensor
 from torchvision.ops import box_convert, box_iou
 
 from cgstvg.data.collate import normalize_frames
-from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.data.synthetic.grounding_frames import GroundingFrames
+from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.model.cgstvg import CGSTVG
 from cgstvg.model.criterion import CGSTVGCriterion
 from cgstvg.model.head import CGSTVGOutput

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from cgstvg.data.collate import normalize_frames
-from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, ActionWindows
+from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.model.motion import VideoSwinBackbone
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cgstvg.data.collate import normalize_frames
 from cgstvg.data.resize import resized_size
 from cgstvg.data.sampling import sample_frame_ids
-from cgstvg.data.collate import normalize_frames
 from cgstvg.evaluation.protocol import PassPrediction, TubePrediction, run_protocol
 from cgstvg.inference.checkpoint import GroundingModel
 from cgstvg.inference.errors import InputError

@@ -2,8 +2,9 @@
 
 Every official key is either mapped to one of ours or listed as unused with the reason, and the result loads
 strictly (`convert_official_state_dict`; `load_official_checkpoint` reads the file). `convert_mdetr_state_dict`
-builds the release's initialisation from MDETR's pretrained checkpoint. The head keys are mapped here; the backbone prefixes (`vis_encoder.0.body.`, `vid.`,
-`text_encoder.body.`) go through the backbone converters in `cgstvg.model.backbone_weights`.
+builds the release's initialisation from MDETR's pretrained checkpoint. The head keys are mapped here; the backbone
+prefixes (`vis_encoder.0.body.`, `vid.`, `text_encoder.body.`) go through the backbone converters in
+`cgstvg.model.backbone_weights`.
 
 Unused in the release (built, saved, but never influencing an output or a gradient):
 * STCAT leftovers: `ground_encoder.encoder.{temporal_layers, frame_cls, video_cls, local_pos_embed, time_embed}`,
