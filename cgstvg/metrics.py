@@ -212,6 +212,12 @@ class STVGMetrics(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    # the `cat` list states (add_state in __init__)
+    index: list[torch.Tensor]
+    qtype: list[torch.Tensor]
+    tiou: list[torch.Tensor]
+    viou: list[torch.Tensor]
+    gt_viou: list[torch.Tensor]
 
     def __init__(
         self,

@@ -25,7 +25,9 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 import webdataset as wds
@@ -34,6 +36,9 @@ from webdataset.utils import pytorch_worker_info
 
 from cgstvg.data.augment import TrainAugment
 from cgstvg.data.collate import collate_clips
+
+Augment = Callable[[dict, random.Random], dict]
+"""A clip augmentation: (clip, rng) -> clip."""
 
 
 def read_manifest(split_dir: str | Path) -> dict:
@@ -62,7 +67,7 @@ def decode_frames(sample: dict) -> torch.Tensor:
             raise ValueError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r}: frame {name} is "
                              f"{tuple(frame.shape[1:])}, the first frame {tuple(buf.shape[1:3])}")
         buf[i].copy_(frame.permute(1, 2, 0))
-    return buf.permute(0, 3, 1, 2)
+    return cast(torch.Tensor, buf).permute(0, 3, 1, 2)  # set by the first frame
 
 
 def clip_from_sample(sample: dict) -> dict:
@@ -88,6 +93,8 @@ def stream_seed(*parts) -> int:
 
 class ShardLoader:
     """Batches from the shards of one split (see the module docstring). Iterate it once per epoch."""
+
+    augment: Augment | None  # a TrainAugment here; subclasses may wrap it
 
     def __init__(self, split_dir: str | Path, *, batch_size: int, train: bool, num_workers: int = 0,
                  shuffle_buffer: int = 256, augment: TrainAugment | None = None, seed: int = 2021,
@@ -134,7 +141,7 @@ class ShardLoader:
         for sample in src:
             clip = clip_from_sample(sample)
             if rng is not None:
-                clip = self.augment(clip, rng)
+                clip = cast(Augment, self.augment)(clip, rng)  # rng is set only with an augment
             yield clip  # uint8 frames: `collate_clips` normalizes them into the padded batch
 
     def pipeline(self) -> wds.DataPipeline:

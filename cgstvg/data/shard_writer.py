@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
 import torch
@@ -255,7 +256,7 @@ class _ShardFile:
         self.samples = 0
 
     def write(self, sample: Encoded) -> None:
-        self.tar.write({"__key__": sample.sample_id, **sample.members})
+        self.tar.write({"__key__": sample.sample_id, **cast(dict[str, bytes], sample.members)})  # not a reject
         self.samples += 1
 
     def close(self) -> tuple[int, str]:
@@ -270,7 +271,7 @@ class _ShardFile:
 
 def _sample_bytes(s: Encoded) -> int:
     """Tar bytes of one sample: a 512-byte header per member plus the payload padded to 512."""
-    return sum(512 + -(-len(v) // 512) * 512 for v in s.members.values())
+    return sum(512 + -(-len(v) // 512) * 512 for v in cast(dict[str, bytes], s.members).values())
 
 
 def _max_samples_per_shard(n: int, cfg: ShardConfig) -> int:
@@ -280,7 +281,8 @@ def _max_samples_per_shard(n: int, cfg: ShardConfig) -> int:
 
 def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> tuple[list[dict], int]:
     """Markers of the leading shards that are intact and still match the plan; removes everything after them."""
-    kept, cursor = [], 0
+    kept: list[dict] = []
+    cursor = 0
     while True:
         name = SHARD_PATTERN.format(len(kept))
         tar, marker = out_dir / name, out_dir / (name[:-4] + ".done.json")
@@ -323,13 +325,14 @@ def write_split(table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.
 
     def close_shard():
         nonlocal cursor, shard
-        n_bytes, sha = shard.close()
+        open_shard = cast(_ShardFile, shard)  # called only while a shard is open
+        n_bytes, sha = open_shard.close()
         span = plan[cursor:cursor + len(pending)]
-        marker = {"name": shard.path.name, "samples": shard.samples, "bytes": n_bytes, "sha256": sha,
+        marker = {"name": open_shard.path.name, "samples": open_shard.samples, "bytes": n_bytes, "sha256": sha,
                   "consumed": [s.sample_id for s in pending], "plan_hash": _plan_hash(span, fingerprints, cfg),
                   "rejects": [{"sample_id": s.sample_id, "reason": s.reason, "message": s.message}
                               for s in pending if s.members is None]}
-        write_json(out_dir / (shard.path.name[:-4] + ".done.json"), marker)
+        write_json(out_dir / (open_shard.path.name[:-4] + ".done.json"), marker)
         markers.append(marker)
         cursor += len(pending)
         pending.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
+from typing import cast
 
 import numpy as np
 import torch
@@ -24,7 +25,8 @@ from cgstvg.engine.baselines import BASELINES, baseline_prediction, mean_relativ
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import DistEnv, all_gather_objects
 from cgstvg.evaluation.protocol import PROTOCOLS, PassPrediction, TubePrediction, merge_passes
-from cgstvg.metrics import STVGMetrics, score_video
+from cgstvg.metrics import OnMissing, STVGMetrics, score_video
+from cgstvg.metrics import Protocol as MetricProtocol
 from cgstvg.model.postprocess import post_process
 
 
@@ -80,7 +82,8 @@ def predict(model: BatchModel, batches: Iterable[dict], protocol: str, device: t
             for i, _t in enumerate(targets):
                 n = int(real[i].sum())
                 per_sample[i].append(PassPrediction(frame_ids=ids[i, :n], boxes=tube.boxes_xyxy[i, :n],
-                                                    segment=tuple(int(v) for v in tube.sted_frame_ids[i])))
+                                                    segment=cast(tuple[int, int],
+                                                                 tuple(int(v) for v in tube.sted_frame_ids[i]))))
         for t, passes_i in zip(targets, per_sample):
             yield t, merge_passes(passes_i)
 
@@ -94,7 +97,7 @@ def _row(sample: dict, gt: GroundTruth, seg: tuple[int, int], frames: np.ndarray
 
 
 def evaluate_model(model: BatchModel, batches: Iterable[dict], gt: Mapping[str, GroundTruth], env: DistEnv, *,
-                   protocol: str, metric_protocol: str, on_missing: str, per_qtype: bool,
+                   protocol: str, metric_protocol: MetricProtocol, on_missing: OnMissing, per_qtype: bool,
                    amp: bool = False) -> tuple[dict[str, float], list[dict]]:
     """Metrics and per-sample rows (sorted by sample_id, on every rank) of the model on one split.
 
@@ -126,8 +129,9 @@ def evaluate_model(model: BatchModel, batches: Iterable[dict], gt: Mapping[str, 
     return summary, rows
 
 
-def evaluate_baselines(gt: Mapping[str, GroundTruth], train_gt: Iterable[GroundTruth], *, metric_protocol: str,
-                       on_missing: str, per_qtype: bool) -> dict[str, dict[str, float]]:
+def evaluate_baselines(gt: Mapping[str, GroundTruth], train_gt: Iterable[GroundTruth], *,
+                       metric_protocol: MetricProtocol, on_missing: OnMissing,
+                       per_qtype: bool) -> dict[str, dict[str, float]]:
     """Metrics of each trivial baseline (`cgstvg.engine.baselines`); the box size is the training mean."""
     train_gt = list(train_gt)
     rel = mean_relative_size([g.boxes for g in train_gt], [g.size_wh[0] for g in train_gt],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import cast
 
 import torch
 import webdataset as wds
@@ -74,7 +75,7 @@ def _pad_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors))]
     out = tensors[0].new_zeros(len(tensors), *shape)
     for i, t in enumerate(tensors):
-        out[(i, *(slice(0, s) for s in t.shape))] = t
+        out[cast(tuple[int | slice, ...], (i, *(slice(0, s) for s in t.shape)))] = t
     return out
 
 
@@ -155,7 +156,7 @@ class FeatureShardLoader(ShardLoader):
                                      f"{feats[name].shape[0]} {name} feature rows")
             clip["features"] = feats
             if rng is not None:
-                clip = self.augment(clip, rng)
+                clip = cast(CachedFeatureAugment, self.augment)(clip, rng)  # rng is set only with an augment
             yield clip  # uint8 frames: `collate_clips` normalizes them into the padded batch
 
     def pipeline(self) -> wds.DataPipeline:

@@ -33,6 +33,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -134,13 +135,13 @@ class FeatureExtractor:
     def _appearance(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
         sizes = [c.shape[0] for c in clips]
         with self._autocast():
-            out = self.backbones.appearance(torch.cat(clips).to(self.device))
+            out = cast(nn.Module, self.backbones.appearance)(torch.cat(clips).to(self.device))
         return list(out.float().cpu().split(sizes))
 
     @torch.inference_mode()
     def _text(self, sentences: list[str]) -> list[torch.Tensor]:
         with self._autocast():
-            hidden, pad = self.backbones.text(sentences)
+            hidden, pad = cast(nn.Module, self.backbones.text)(sentences)
         hidden, pad = hidden.float().cpu(), pad.cpu()
         return [h[~p] for h, p in zip(hidden, pad)]
 
@@ -178,11 +179,11 @@ class FeatureExtractor:
                         feats[k][f"motion.pass{p}"] = f
         members = []
         for c in clips:
-            f = feats[c["key"]]
+            named = feats[c["key"]]
             meta = {"sample_id": c["key"], "frames": int(c["frames"].shape[0]), "passes": c["passes"],
-                    "features": {n: list(v.shape) for n, v in sorted(f.items())}}
+                    "features": {n: list(v.shape) for n, v in sorted(named.items())}}
             m = {"__key__": c["key"], "json": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()}
-            m.update({f"{n}.npy": npy_bytes(v) for n, v in sorted(f.items())})
+            m.update({f"{n}.npy": npy_bytes(v) for n, v in sorted(named.items())})
             members.append(m)
         return members
 

@@ -175,7 +175,7 @@ def save_grounding_checkpoint(path: str | os.PathLike, state_dict: dict[str, Ten
     path = Path(path)
     if not isinstance(params, GroundingParams):
         params = GroundingParams.from_dict(params, str(path))
-    state = {
+    state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "model": {k: v.detach().cpu() for k, v in state_dict.items()},
         "params": params.to_dict(),
