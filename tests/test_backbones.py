@@ -45,6 +45,7 @@ def test_resnet_trunk_shape_and_release_freezing(name, channels):
 def test_resnet_trunk_layer3_and_no_training():
     net = ResNetTrunk("resnet18", last_layer="layer3", trainable=False)
     assert (net.out_channels, net.stride) == (256, 16) and not hasattr(net, "layer4")
+    assert list(net.parameters())
     assert not any(p.requires_grad for p in net.parameters())
 
 
@@ -102,6 +103,7 @@ def test_small_cnn_is_trainable_with_stride_16():
     out = net(frames)
     assert out.shape == (4, 64, 6, 8) and (net.out_channels, net.stride) == (64, 16)
     out.mean().backward()
+    assert list(net.parameters())
     assert all(p.grad is not None for p in net.parameters())
 
 
@@ -184,6 +186,7 @@ def test_motion_backbone_is_frozen_and_drop_path_follows_the_switch():
                                    "drop_path_in_train": True})
     parent.train()
     assert not parent.quiet.training and parent.release.training
+    assert list(parent.parameters())
     assert not any(p.requires_grad for p in parent.parameters())
     frames = torch.randn(4, 3, 32, 32)
     assert parent.quiet(frames, 2).shape == (4, 16, 4, 4) and parent.quiet.stride == 8

@@ -50,6 +50,7 @@ def test_param_groups_follow_prefixes_and_skip_frozen():
     assert ids["visual_backbone"] == {id(model.vis_encoder.weight), id(model.vis_encoder.bias)}
     assert ids["temporal_decoder"] == {id(p) for p in model.decoder["time"].parameters()}
     assert {id(p) for p in model.decoder["space"].parameters()} <= ids["rest"]
+    assert list(model.motion.parameters())
     assert not any(id(p) in s for s in ids.values() for p in model.motion.parameters())
     assert by_name["text_encoder"]["lr"] == 5e-5 and by_name["rest"]["weight_decay"] == 1e-4
 

@@ -52,6 +52,7 @@ def test_pool_frames_are_not_frames_of_the_stvg_clips():
     from cgstvg.data.synthetic.clip import make_clip
 
     pool = grounding_frames(0, "train", 3, 8, SCENE)
+    assert len(pool.frames) > 0
     for split in ("train", "test"):
         for i in range(3):
             clip = make_clip(0, "hcstvg_v1", split, i, SCENE)

@@ -65,6 +65,7 @@ def test_shards_hold_every_good_sample_with_frames_and_metadata(raw, tmp_path):
         assert len(data) == s["bytes"] and hashlib.sha256(data).hexdigest() == s["sha256"]
     with tarfile.open(tmp_path / "shard-000001.tar") as tar:
         members = tar.getmembers()
+        assert members
         assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" and m.mode == 0o444 for m in members)
         names = [m.name for m in members]
         meta = json.loads(tar.extractfile(f"{names[0].split('.')[0]}.json").read())
@@ -112,6 +113,7 @@ def test_output_does_not_depend_on_video_mtimes_but_on_their_content(raw, tmp_pa
     write_split(table, root, tmp_path / "b", CFG, progress=False)
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert files
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
     # A changed video is noticed: its shard is rewritten on the next run.
     original = video.read_bytes()
@@ -159,6 +161,7 @@ def test_changed_params_rewrite_the_shards(raw, tmp_path):
     before = _shard_bytes(tmp_path)
     write_split(table, root, tmp_path, dataclasses.replace(CFG, jpeg_quality=50), progress=False)
     after = _shard_bytes(tmp_path)
+    assert before
     assert before.keys() == after.keys() and all(before[k] != after[k] for k in before)
 
 

@@ -146,6 +146,7 @@ def test_vidstg_round_trip(built):
             assert 0 <= seg["begin_fid"] <= gt["begin_fid"] <= gt["end_fid"] <= seg["end_fid"] < T
             tids = [o["tid"] for o in entry["subject/objects"]]
             assert tids == sorted(tids) == list(range(len(tids)))
+            assert tids
             assert all(o["category"] in ("circle", "square", "triangle") for o in entry["subject/objects"])
             rel = entry["used_relation"]
             assert set(rel) == {"subject_tid", "object_tid", "predicate", "begin_fid", "end_fid"}
