@@ -252,8 +252,9 @@ class STVGMetrics(Metric):
     ) -> None:
         """Score one video (see `score_video`) and store its values under `index` (a unique int >= 0)."""
         if qtype not in QTYPES:
-            raise ValueError(f"sample {sample_id if sample_id is not None else index}: qtype must be one of "
-                             f"{QTYPES}, got {qtype!r}")
+            raise ValueError(
+                f"sample {sample_id if sample_id is not None else index}: qtype must be one of {QTYPES}, got {qtype!r}"
+            )
         if int(index) < 0:
             raise ValueError(f"sample {sample_id}: index must be >= 0, got {index}")
         scores = score_video(

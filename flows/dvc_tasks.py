@@ -206,7 +206,10 @@ def apply_param_overrides(overrides: list[str], repo: str) -> list[str]:
 def _drop_experiments(names: list[str], repo: str) -> None:
     """Remove earlier experiments with these names, so a rerun replaces them instead of failing on the name."""
     listed = subprocess.run(
-        [dvc_executable(), "exp", "list", "--name-only"], cwd=repo, capture_output=True, text=True,
+        [dvc_executable(), "exp", "list", "--name-only"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
         stdin=subprocess.DEVNULL,
     ).stdout.split()
     existing = [n for n in names if n in listed]
@@ -270,8 +273,12 @@ def push(repo: str) -> str:
     return dvc(["push"], repo)
 
 
-@task(task_run_name="dvc exp push {git_remote} {name}", retries=2, retry_delay_seconds=[10, 30],
-      retry_condition_fn=retry_if_transient)
+@task(
+    task_run_name="dvc exp push {git_remote} {name}",
+    retries=2,
+    retry_delay_seconds=[10, 30],
+    retry_condition_fn=retry_if_transient,
+)
 def exp_push(git_remote: str, name: str, repo: str) -> str:
     """`dvc exp push <git remote> <name>`: the experiment's git ref plus its DVC outputs; `dvc exp pull` fetches it."""
     return dvc(["exp", "push", git_remote, name], repo)

@@ -136,6 +136,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = _parse()
     pipeline(
-        stages=args.stages, overrides=args.overrides, experiment=args.experiment, baseline=args.baseline,
-        pull_first=args.pull_first, push_after=args.push_after,
+        stages=args.stages,
+        overrides=args.overrides,
+        experiment=args.experiment,
+        baseline=args.baseline,
+        pull_first=args.pull_first,
+        push_after=args.push_after,
     )

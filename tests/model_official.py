@@ -44,9 +44,15 @@ def regime_config(regime: str) -> CGSTVGConfig:
     thetas = config["regimes"][REGIME_FILES[regime].removeprefix("regime_")]["thresholds"]
     train = regime == "c"
     return CGSTVGConfig(
-        heads=4, ffn_dim=128, enc_layers=2, dec_layers=3,
-        theta_s=thetas["SPAT_THETA"], theta_t=thetas["TEMP_THETA"], theta_s_gt=thetas["SPAT_GT_THETA"],
-        dropout=0.0 if train else 0.1, head_dropout=0.0 if train else 0.3,  # regime c: train mode, dropout 0
+        heads=4,
+        ffn_dim=128,
+        enc_layers=2,
+        dec_layers=3,
+        theta_s=thetas["SPAT_THETA"],
+        theta_t=thetas["TEMP_THETA"],
+        theta_s_gt=thetas["SPAT_GT_THETA"],
+        dropout=0.0 if train else 0.1,
+        head_dropout=0.0 if train else 0.3,  # regime c: train mode, dropout 0
     )
 
 

@@ -49,8 +49,10 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() == "DEFAULT",
-                    reason="this CPU has no vector kernels to compare the scalar ones with")
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() == "DEFAULT",
+    reason="this CPU has no vector kernels to compare the scalar ones with",
+)
 def test_same_kernels_reproduce_bit_for_bit_other_kernels_within_float32_rounding(workdir):
     native = _losses(workdir, "native", None)
     again = _losses(workdir, "again", None)

@@ -47,9 +47,7 @@ def _our_full_shapes() -> dict[str, tuple[int, ...]]:
             "appearance.": ResNetTrunk("resnet101"),
             "motion.": VideoSwinBackbone(),
             "text.model.": RobertaModel(
-                roberta_config(
-                    ROBERTA_BASE["vocab_size"], 768, 12, 12, 3072, ROBERTA_BASE["max_position_embeddings"]
-                ),
+                roberta_config(ROBERTA_BASE["vocab_size"], 768, 12, 12, 3072, ROBERTA_BASE["max_position_embeddings"]),
                 add_pooling_layer=False,
             ),
         }

@@ -12,8 +12,17 @@ from cgstvg.model.head import CGSTVGHead
 from cgstvg.model.targets import GroundingTargets
 
 SMALL = CGSTVGConfig(
-    appearance_dim=12, motion_dim=10, text_dim=8, d_model=64, heads=4, ffn_dim=128, enc_layers=1, dec_layers=3,
-    context_heads=4, context_ffn_dim=64, max_video_len=16,
+    appearance_dim=12,
+    motion_dim=10,
+    text_dim=8,
+    d_model=64,
+    heads=4,
+    ffn_dim=128,
+    enc_layers=1,
+    dec_layers=3,
+    context_heads=4,
+    context_ffn_dim=64,
+    max_video_len=16,
 )
 WEIGHTS = {"loss_bbox": 5, "loss_giou": 4, "loss_sted": 10, "loss_actioness": 2, "loss_conf": 1}
 B, T, H, W, L = 2, 6, 3, 4, 5
@@ -81,20 +90,29 @@ def test_outputs_have_documented_shapes_and_need_no_targets():
     assert out.intermediates is None
 
 
-@pytest.mark.parametrize("stage_score, query_init, box_refine",
-                         [("last", "zeros", "absolute"), ("stage", "zeros", "absolute"), ("last", "text", "anchor")])
+@pytest.mark.parametrize(
+    "stage_score, query_init, box_refine",
+    [("last", "zeros", "absolute"), ("stage", "zeros", "absolute"), ("last", "text", "anchor")],
+)
 @torch.no_grad()
 def test_batched_videos_match_single_runs_with_padding_fixes(stage_score, query_init, box_refine):
     # With the key padding mask in the spatial cross-attention and the anchor mean over real tokens, a padded
     # video's results do not depend on the padding (the sentence queries pool real tokens and frames only).
     # Thresholds low enough that context is used.
-    changes = dict(spatial_key_padding_mask=True, frames_cls_over_padding=False, theta_t=-10.0, theta_s=0.5,
-                   temporal_score_layer=stage_score, query_init=query_init, box_refine=box_refine)
+    changes = dict(
+        spatial_key_padding_mask=True,
+        frames_cls_over_padding=False,
+        theta_t=-10.0,
+        theta_s=0.5,
+        temporal_score_layer=stage_score,
+        query_init=query_init,
+        box_refine=box_refine,
+    )
     head = _head(**changes)
     inputs = _inputs()
     batched = head(**inputs)
     assert any(sel[1].any() for sel in batched.selected_frames[:-1])
-    assert not any(sel[1, LENGTHS[1]:].any() for sel in batched.selected_frames)  # padded frames never selected
+    assert not any(sel[1, LENGTHS[1] :].any() for sel in batched.selected_frames)  # padded frames never selected
     for b in range(B):
         _assert_video_matches(batched, head(**_single(inputs, b)), b)
 
@@ -377,8 +395,9 @@ def test_text_query_init_starts_every_frame_from_the_sentence():
     other = dict(inputs, text_hidden=torch.randn_like(inputs["text_hidden"]))
     q0_other = head(**other, return_intermediates=True).intermediates["stage0.query_in"]
     assert not torch.allclose(q0, q0_other)
-    assert torch.equal(_head()(**inputs, return_intermediates=True).intermediates["stage0.query_in"],
-                       torch.zeros_like(q0))
+    assert torch.equal(
+        _head()(**inputs, return_intermediates=True).intermediates["stage0.query_in"], torch.zeros_like(q0)
+    )
 
 
 @torch.no_grad()

@@ -25,12 +25,28 @@ SCENE = SceneConfig(frames=8, height=48, width=64, radius=(4.0, 6.0))
 SMALL_MODEL = {
     "backbones": {
         "appearance": {"name": "small_cnn", "channels": [8, 16, 16, 16]},
-        "motion": {"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "patch_size": [1, 8, 8],
-                   "window_size": [2, 2, 2]},
-        "text": {"tokenizer_vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
-                 "intermediate_size": 32, "max_positions": 40},
+        "motion": {
+            "embed_dim": 8,
+            "depths": [1, 1],
+            "num_heads": [1, 2],
+            "patch_size": [1, 8, 8],
+            "window_size": [2, 2, 2],
+        },
+        "text": {
+            "tokenizer_vocab_size": 300,
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 32,
+            "max_positions": 40,
+        },
     },
-    "d_model": 16, "heads": 2, "ffn_dim": 32, "enc_layers": 1, "dec_layers": 2, "context_heads": 2,
+    "d_model": 16,
+    "heads": 2,
+    "ffn_dim": 32,
+    "enc_layers": 1,
+    "dec_layers": 2,
+    "context_heads": 2,
     "context_ffn_dim": 32,
 }
 
@@ -72,8 +88,16 @@ def test_mdetr_layout_round_trips_through_the_mdetr_loader(tmp_path):
     assert any(k.startswith("motion.") for k in left_out) and any(
         k.startswith("head.temporal_decoder.") for k in left_out
     )
-    mdetr_less = ("motion.", "head.temporal_decoder.", "head.time_table", "head.motion_proj.", "head.encoder.norm.",
-                  "head.icr.", "head.sted_head.", "head.actioness_head.")
+    mdetr_less = (
+        "motion.",
+        "head.temporal_decoder.",
+        "head.time_table",
+        "head.motion_proj.",
+        "head.encoder.norm.",
+        "head.icr.",
+        "head.sted_head.",
+        "head.actioness_head.",
+    )
     assert all(k.startswith(mdetr_less) or ".context_attn." in k for k in left_out)
     path = tmp_path / "mdetr.pth"
     torch.save({"model": state}, path)
@@ -85,8 +109,10 @@ def test_mdetr_layout_round_trips_through_the_mdetr_loader(tmp_path):
     for key, value in trained.state_dict().items():
         if key not in left_out:
             assert torch.equal(ours[key], value), key
-    assert not torch.equal(ours["head.temporal_decoder.layers.0.linear1.weight"],
-                           trained.state_dict()["head.temporal_decoder.layers.0.linear1.weight"])
+    assert not torch.equal(
+        ours["head.temporal_decoder.layers.0.linear1.weight"],
+        trained.state_dict()["head.temporal_decoder.layers.0.linear1.weight"],
+    )
 
 
 def test_mdetr_init_that_fits_nothing_is_refused(tmp_path):
@@ -111,8 +137,17 @@ def _params(tmp_path, init: str | None) -> dict:
     return {
         "synthesize": synth,
         "model": {**copy.deepcopy(SMALL_MODEL), "init": {"grounding": init}},
-        "pretrain_grounding": {"train_clips": 4, "val_clips": 2, "frames_per_clip": 2, "steps": 3, "frames": 4,
-                               "warmup_steps": 1, "eval_every": 2, "threads": 1, "model": {"context_mode": "none"}},
+        "pretrain_grounding": {
+            "train_clips": 4,
+            "val_clips": 2,
+            "frames_per_clip": 2,
+            "steps": 3,
+            "frames": 4,
+            "warmup_steps": 1,
+            "eval_every": 2,
+            "threads": 1,
+            "model": {"context_mode": "none"},
+        },
     }
 
 

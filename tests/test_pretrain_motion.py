@@ -26,6 +26,7 @@ def test_windows_are_deterministic_and_labelled_by_what_the_object_does():
     assert (a.labels > 0).any()  # some windows show an action
     # Rebuild clip 0's target track and check the label against the motion in its window.
     import dataclasses
+
     clip = make_clip(0, "pretrain_motion", "train", 0, dataclasses.replace(SCENE, min_objects=1, max_objects=1))
     assert len(clip.scene.objects) == 1
     obj = clip.scene.target_object
@@ -57,10 +58,20 @@ def test_kinetics_layout_round_trips_exactly(tmp_path):
 
 
 def _params(init):
-    return {"synthesize": {"frames": 16, "height": 48, "width": 64, "radius": [4.0, 6.0]},
-            "model": {"init": {"motion": init}, "backbones": {"motion": MOTION}},
-            "pretrain_motion": {"train_clips": 6, "val_clips": 3, "window": 4, "steps": 3, "batch": 4,
-                                "warmup_steps": 1, "eval_every": 2, "threads": 1}}
+    return {
+        "synthesize": {"frames": 16, "height": 48, "width": 64, "radius": [4.0, 6.0]},
+        "model": {"init": {"motion": init}, "backbones": {"motion": MOTION}},
+        "pretrain_motion": {
+            "train_clips": 6,
+            "val_clips": 3,
+            "window": 4,
+            "steps": 3,
+            "batch": 4,
+            "warmup_steps": 1,
+            "eval_every": 2,
+            "threads": 1,
+        },
+    }
 
 
 def test_stage_trains_and_writes_a_checkpoint_extract_can_load(tmp_path):

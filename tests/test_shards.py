@@ -18,10 +18,17 @@ from cgstvg.data.shard_writer import ShardConfig, write_split
 from pipeline import shard as shard_stage
 from video_samples import sample_row, write_video
 
-CFG = ShardConfig(policy={"hcstvg_v1": "hcstvg", "vidstg": "vidstg"},
-                  sampling={"hcstvg_fps": 3.2, "vidstg_frames": 8, "fixed_frames": 8, "eval_multiplier": 2},
-                  short_side=24, max_long_side=40, jpeg_quality=90, max_samples=3, max_bytes=1 << 30, min_shards=2,
-                  workers=0)
+CFG = ShardConfig(
+    policy={"hcstvg_v1": "hcstvg", "vidstg": "vidstg"},
+    sampling={"hcstvg_fps": 3.2, "vidstg_frames": 8, "fixed_frames": 8, "eval_multiplier": 2},
+    short_side=24,
+    max_long_side=40,
+    jpeg_quality=90,
+    max_samples=3,
+    max_bytes=1 << 30,
+    min_shards=2,
+    workers=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +47,18 @@ def raw(tmp_path_factory):
     (root / "videos/truncated.mp4").write_bytes(data[: len(data) // 2])  # index at the end: cannot open
     data = bytearray(write_video(root / "tmp_fs.mp4", 32, faststart=True).read_bytes())  # index first
     (root / "videos/truncated_fs.mp4").write_bytes(data[: len(data) // 2])  # decord indexes all packets at open
-    data[int(0.4 * len(data)):int(0.7 * len(data))] = bytes(int(0.7 * len(data)) - int(0.4 * len(data)))
+    data[int(0.4 * len(data)) : int(0.7 * len(data))] = bytes(int(0.7 * len(data)) - int(0.4 * len(data)))
     (root / "videos/corrupt_mid.mp4").write_bytes(data)  # opens, then frame data fails to decode
     write_video(root / "videos/short.mp4", 10)  # the annotation says 32 frames
-    bad = {"empty": "empty_video", "garbage": "undecodable_video", "truncated": "undecodable_video",
-           "truncated_fs": "undecodable_video", "corrupt_mid": "decode_error", "short": "too_few_frames",
-           "missing": "missing_video"}
+    bad = {
+        "empty": "empty_video",
+        "garbage": "undecodable_video",
+        "truncated": "undecodable_video",
+        "truncated_fs": "undecodable_video",
+        "corrupt_mid": "decode_error",
+        "short": "too_few_frames",
+        "missing": "missing_video",
+    }
     rows += [sample_row(f"bad_{name}", f"videos/{name}.mp4") for name in bad]
     return root, sample_table(rows), bad
 
@@ -92,8 +105,14 @@ def test_rerun_is_byte_identical_and_a_worker_pool_or_mapper_changes_nothing(raw
     write_split(table, root, tmp_path / "a", CFG, progress=False)
     write_split(table, root, tmp_path / "b", dataclasses.replace(CFG, workers=2), progress=False)
     mapped = []
-    write_split(table, root, tmp_path / "c", CFG, progress=False,
-                mapper=lambda fn, items: (mapped.append(1) or fn(item) for item in items))
+    write_split(
+        table,
+        root,
+        tmp_path / "c",
+        CFG,
+        progress=False,
+        mapper=lambda fn, items: (mapped.append(1) or fn(item) for item in items),
+    )
     first = _shard_bytes(tmp_path / "a")
     assert first == _shard_bytes(tmp_path / "b") == _shard_bytes(tmp_path / "c")
     assert len(mapped) == 17  # one item per video

@@ -60,8 +60,9 @@ def test_killed_training_resumes_from_its_checkpoint(workdir):
     assert resumed["steps_run"] == 18 - resumed["resumed_from"]
     # the curve of the resumed run is the uninterrupted run's, row for row
     for name in ("loss.csv", "lr.csv"):
-        assert (workdir / "cut" / "train" / "plots" / name).read_text() == \
-            (workdir / "whole" / "train" / "plots" / name).read_text()
+        assert (workdir / "cut" / "train" / "plots" / name).read_text() == (
+            workdir / "whole" / "train" / "plots" / name
+        ).read_text()
     a = load_grounding_model(workdir / "whole" / "train" / "model.pt").model.state_dict()
     b = load_grounding_model(workdir / "cut" / "train" / "model.pt").model.state_dict()
     for k in a:

@@ -145,8 +145,11 @@ def load_box_file(path: Path) -> BoxFile:
             try:
                 tid, bbox = obj["tid"], obj["bbox"]
                 box = x1, y1, x2, y2 = bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]
-                well_formed = type(tid) is int and type(x1) in _NUMBER_TYPES and type(y1) in _NUMBER_TYPES and (
-                    type(x2) in _NUMBER_TYPES and type(y2) in _NUMBER_TYPES
+                well_formed = (
+                    type(tid) is int
+                    and type(x1) in _NUMBER_TYPES
+                    and type(y1) in _NUMBER_TYPES
+                    and (type(x2) in _NUMBER_TYPES and type(y2) in _NUMBER_TYPES)
                 )
             except (KeyError, TypeError):
                 well_formed = False

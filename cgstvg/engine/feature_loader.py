@@ -61,7 +61,7 @@ class CachedFeatureAugment:
         n = clip["frames"].shape[0]
         for name in FRAME_ALIGNED:
             if name in feats:
-                feats[name] = feats[name][start:start + n]
+                feats[name] = feats[name][start : start + n]
                 if flipped:
                     feats[name] = feats[name].flip(-1)
         if flipped and "text" in feats:
@@ -113,13 +113,17 @@ class FeatureShardLoader(ShardLoader):
         fmanifest = json.loads(manifest_path.read_text())
         missing = sorted(set(self.features) - set(fmanifest.get("features", [])))
         if missing:
-            raise ValueError(f"{manifest_path}: features {missing} were not extracted (have "
-                             f"{fmanifest.get('features')}); rerun `extract` with train.input: features")
+            raise ValueError(
+                f"{manifest_path}: features {missing} were not extracted (have "
+                f"{fmanifest.get('features')}); rerun `extract` with train.input: features"
+            )
         frame_shards = [(s["name"], s["samples"]) for s in self.manifest["shards"]]
         feature_shards = [(s["name"], s["samples"]) for s in fmanifest["shards"]]
         if frame_shards != feature_shards:
-            raise ValueError(f"{manifest_path}: its shards do not match {self.split_dir / 'manifest.json'} "
-                             "(the frame shards changed after extraction; rerun `extract`)")
+            raise ValueError(
+                f"{manifest_path}: its shards do not match {self.split_dir / 'manifest.json'} "
+                "(the frame shards changed after extraction; rerun `extract`)"
+            )
 
     def _joined_samples(self, src):
         """Frame-tar samples with the members of the feature tar of the same name (a webdataset stage)."""
@@ -130,8 +134,10 @@ class FeatureShardLoader(ShardLoader):
             feats = wds.tarfile_to_samples()(iter([{"url": feature_url}]))
             for a, b in zip(frames, feats, strict=True):
                 if a["__key__"] != b["__key__"]:
-                    raise ValueError(f"{url} and {feature_url}: sample {a['__key__']!r} meets {b['__key__']!r}; "
-                                     "the feature shard does not belong to this frame shard (rerun `extract`)")
+                    raise ValueError(
+                        f"{url} and {feature_url}: sample {a['__key__']!r} meets {b['__key__']!r}; "
+                        "the feature shard does not belong to this frame shard (rerun `extract`)"
+                    )
                 yield {**b, **a, "features_url": feature_url}
 
     def _clips(self, src):
@@ -152,8 +158,10 @@ class FeatureShardLoader(ShardLoader):
             n = clip["frames"].shape[0]
             for name in FRAME_ALIGNED:
                 if name in feats and feats[name].shape[0] != n:
-                    raise ValueError(f"{sample['features_url']}: sample {sample['__key__']!r} has {n} frames but "
-                                     f"{feats[name].shape[0]} {name} feature rows")
+                    raise ValueError(
+                        f"{sample['features_url']}: sample {sample['__key__']!r} has {n} frames but "
+                        f"{feats[name].shape[0]} {name} feature rows"
+                    )
             clip["features"] = feats
             if rng is not None:
                 clip = cast(CachedFeatureAugment, self.augment)(clip, rng)  # rng is set only with an augment
@@ -166,8 +174,10 @@ class FeatureShardLoader(ShardLoader):
         stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, self._joined_samples]
         if self.train:
             stages.append(self._shuffled)
-        stages += [self._clips, wds.batched(self.batch_size, collation_fn=collate_with_features,
-                                            partial=not self.train)]
+        stages += [
+            self._clips,
+            wds.batched(self.batch_size, collation_fn=collate_with_features, partial=not self.train),
+        ]
         pipe = wds.DataPipeline(*stages)
         return pipe.repeat() if self.train else pipe
 

@@ -141,8 +141,14 @@ def build_scheduler(
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     ms = tuple(sorted(int(m) for m in milestones))
     factors: list[Callable[[int], float]] = [
-        LrFactor(total_steps, max(1, warmup_steps) if s.warmup and warmup_steps else 0, ms, gamma,
-                 s.warmup and warmup_steps > 0, s.decay)
+        LrFactor(
+            total_steps,
+            max(1, warmup_steps) if s.warmup and warmup_steps else 0,
+            ms,
+            gamma,
+            s.warmup and warmup_steps > 0,
+            s.decay,
+        )
         for s in specs
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

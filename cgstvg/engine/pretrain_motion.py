@@ -79,8 +79,13 @@ def heldout_accuracy(model: ActionClassifier, pool: ActionWindows, batch: int = 
     return right / len(pool)
 
 
-def pretrain_motion(backbone: VideoSwinBackbone, train_pool: ActionWindows, val_pool: ActionWindows,
-                    settings: MotionPretrainSettings, log: Callable[[dict], None] = lambda row: None) -> list[dict]:
+def pretrain_motion(
+    backbone: VideoSwinBackbone,
+    train_pool: ActionWindows,
+    val_pool: ActionWindows,
+    settings: MotionPretrainSettings,
+    log: Callable[[dict], None] = lambda row: None,
+) -> list[dict]:
     """Train `backbone` (in place) as an action classifier; returns the curve rows (held-out accuracy at evals)."""
     backbone.requires_grad_(True)
     torch.manual_seed(settings.seed)
@@ -100,8 +105,12 @@ def pretrain_motion(backbone: VideoSwinBackbone, train_pool: ActionWindows, val_
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         scheduler.step()
-        row = {"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - started, 1)}
+        row = {
+            "step": step,
+            "loss": float(loss.detach()),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         if step % settings.eval_every == 0 or step == settings.steps:
             row["val_accuracy"] = heldout_accuracy(model, val_pool)
         rows.append(row)

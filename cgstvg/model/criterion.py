@@ -151,9 +151,7 @@ class CGSTVGCriterion(nn.Module):
         losses = self.stage_losses(stages[-1], targets, outputs.time_mask)
         if self.aux_loss:
             for i, stage in enumerate(stages[:-1]):
-                losses.update(
-                    {f"{k}_{i}": v for k, v in self.stage_losses(stage, targets, outputs.time_mask).items()}
-                )
+                losses.update({f"{k}_{i}": v for k, v in self.stage_losses(stage, targets, outputs.time_mask).items()})
         return losses
 
 

@@ -77,11 +77,23 @@ class CGSTVGHead(nn.Module):
         self.encoder = MultimodalEncoder(d, cfg.heads, cfg.ffn_dim, cfg.enc_layers, cfg.dropout)
         self.anchor_init = AnchorInit(d, cfg.dropout)
         self.temporal_decoder = TemporalDecoder(
-            d, cfg.heads, cfg.ffn_dim, cfg.dec_layers, cfg.dropout, cfg.context_heads, cfg.context_ffn_dim,
+            d,
+            cfg.heads,
+            cfg.ffn_dim,
+            cfg.dec_layers,
+            cfg.dropout,
+            cfg.context_heads,
+            cfg.context_ffn_dim,
             cfg.context_in_temporal,
         )
         self.spatial_decoder = SpatialDecoder(
-            d, cfg.heads, cfg.ffn_dim, cfg.dec_layers, cfg.dropout, cfg.context_heads, cfg.context_ffn_dim,
+            d,
+            cfg.heads,
+            cfg.ffn_dim,
+            cfg.dec_layers,
+            cfg.dropout,
+            cfg.context_heads,
+            cfg.context_ffn_dim,
             cfg.uses_context,
         )
         self.icg = InstanceContextGeneration(cfg) if cfg.uses_context else None
