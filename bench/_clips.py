@@ -38,8 +38,7 @@ def default_specs(which: str, per_dataset: int, vidstg_seconds: int = 36) -> lis
     """`per_dataset` clips of HC-STVG, VidSTG or both (`which` = hcstvg | vidstg | both), alternating sizes/rates."""
     kinds = {
         "hcstvg": [ClipSpec("hcstvg_v1", 20, 25, 640, 360), ClipSpec("hcstvg_v1", 20, 30, 640, 360)],
-        "vidstg": [ClipSpec("vidstg", vidstg_seconds, 30, 640, 360),
-                   ClipSpec("vidstg", vidstg_seconds, 30, 640, 480)],
+        "vidstg": [ClipSpec("vidstg", vidstg_seconds, 30, 640, 360), ClipSpec("vidstg", vidstg_seconds, 30, 640, 480)],
     }
     if which not in (*kinds, "both"):
         raise ValueError(f"unknown clip set {which!r} (choose hcstvg, vidstg or both)")
@@ -55,7 +54,7 @@ def write_clip(path: Path, spec: ClipSpec, seed: int, crf: int = 23, noise_sigma
     rng = np.random.default_rng(seed)
     h, w, block = spec.height, spec.width, 16
     coarse = rng.integers(0, 256, (h // block + 1, 2 * w // block + 1, 3)).astype(np.float32)
-    background = np.kron(coarse, np.ones((block, block, 1), np.float32))[:h, :2 * w]
+    background = np.kron(coarse, np.ones((block, block, 1), np.float32))[:h, : 2 * w]
     background = (background + np.roll(background, block // 2, 0) + np.roll(background, block // 2, 1)) / 3
     # one noise field, read at a random offset per frame: fresh noise to the encoder, without an RNG call per pixel
     noise = rng.normal(0, noise_sigma, (h + 64, w + 64, 1)).astype(np.float32)
@@ -66,9 +65,9 @@ def write_clip(path: Path, spec: ClipSpec, seed: int, crf: int = 23, noise_sigma
         for i in range(spec.frames):
             dy, dx = rng.integers(0, 64, 2)
             x = (3 * i) % w
-            img = background[:, x:x + w] + noise[dy:dy + h, dx:dx + w]
+            img = background[:, x : x + w] + noise[dy : dy + h, dx : dx + w]
             bx = (5 * i) % (w - 100)
-            img[60:160, bx:bx + 100] = (230, 40, 40)
+            img[60:160, bx : bx + 100] = (230, 40, 40)
             frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -89,12 +88,27 @@ def sample_row(spec: ClipSpec, index: int, video_path: str) -> dict:
     length = segment[1] - segment[0] + 1
     tube = (segment[0] + length // 3, segment[0] + 2 * length // 3)
     box = [100.0, 60.0, 200.0, 160.0]
-    return {"dataset": spec.dataset, "split": "train", "sample_id": f"{spec.dataset}{index}",
-            "video_id": f"{spec.dataset}{index}", "video_path": video_path, "sentence": "the man on the left",
-            "qtype": "declar", "width": spec.width, "height": spec.height, "fps": fps, "fps_source": fps_source,
-            "frame_count": n, "segment_start": segment[0], "segment_end": segment[1], "tube_start": tube[0],
-            "tube_end": tube[1], "boxes": [box] * (tube[1] - tube[0] + 1), "target_id": target_id,
-            "source": f"bench#{index}"}
+    return {
+        "dataset": spec.dataset,
+        "split": "train",
+        "sample_id": f"{spec.dataset}{index}",
+        "video_id": f"{spec.dataset}{index}",
+        "video_path": video_path,
+        "sentence": "the man on the left",
+        "qtype": "declar",
+        "width": spec.width,
+        "height": spec.height,
+        "fps": fps,
+        "fps_source": fps_source,
+        "frame_count": n,
+        "segment_start": segment[0],
+        "segment_end": segment[1],
+        "tube_start": tube[0],
+        "tube_end": tube[1],
+        "boxes": [box] * (tube[1] - tube[0] + 1),
+        "target_id": target_id,
+        "source": f"bench#{index}",
+    }
 
 
 __all__ = ["ClipSpec", "VIDSTG_SEGMENT_S", "default_specs", "sample_row", "write_clip"]

@@ -46,16 +46,20 @@ def decode_whole_video(exe: str, path: str, height: int, width: int) -> np.ndarr
     `communicate` (what ffmpeg-python's `run` calls) collects stdout in chunks and joins them, so the raw video
     is briefly held twice, exactly as in the release.
     """
-    proc = subprocess.Popen([exe, "-i", path, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [exe, "-i", path, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{path}: ffmpeg exited with {proc.returncode}: {err.decode(errors='replace')[-500:]}")
     return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
 
 
-def load_frames(exe: str, path: str, frame_ids: list[int], orig_size: tuple[int, int],
-                size: tuple[int, int]) -> torch.Tensor:
+def load_frames(
+    exe: str, path: str, frame_ids: list[int], orig_size: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
     """The release's `load_frames`: (T, 3, size[0], size[1]) float32 in 0..1, T = len(frame_ids)."""
     video = decode_whole_video(exe, path, *orig_size)
     frames = video[frame_ids]
@@ -64,8 +68,9 @@ def load_frames(exe: str, path: str, frame_ids: list[int], orig_size: tuple[int,
     return torch.stack([resize(to_tensor(frame)) for frame in frames])
 
 
-def release_sample(exe: str, path: str, frame_ids: list[int], orig_size: tuple[int, int],
-                   size: tuple[int, int]) -> torch.Tensor:
+def release_sample(
+    exe: str, path: str, frame_ids: list[int], orig_size: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
     """One sample's frames as the release feeds them to the model: (T, 3, H, W) float32, ImageNet-normalized."""
     return F.normalize(load_frames(exe, path, frame_ids, orig_size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD)
 

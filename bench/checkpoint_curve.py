@@ -45,16 +45,41 @@ def main(argv: list[str] | None = None) -> list[dict]:
             state = load_checkpoint(path)
             ema = {k.removeprefix("module."): v for k, v in state["model_ema"].items() if k.startswith("module.")}
             model = Path(tmp) / f"step_{step}.pt"
-            save_grounding_checkpoint(model, ema, GroundingParams.from_params_yaml(
-                params, dataset, protocol=ground_protocol(params), where=str(args.params)),
-                o / "extract" / "tokenizer", step=step)
-            metrics = evaluate.main([
-                "--normalized", str(o / "normalize"), "--shards", str(o / "shard"), "--features", str(o / "extract"),
-                "--model", str(model), "--out", str(Path(tmp) / f"eval_{step}"), "--params", str(args.params),
-                "--clips", str(o / "synthesize" / "clips.parquet")])
+            save_grounding_checkpoint(
+                model,
+                ema,
+                GroundingParams.from_params_yaml(
+                    params, dataset, protocol=ground_protocol(params), where=str(args.params)
+                ),
+                o / "extract" / "tokenizer",
+                step=step,
+            )
+            metrics = evaluate.main(
+                [
+                    "--normalized",
+                    str(o / "normalize"),
+                    "--shards",
+                    str(o / "shard"),
+                    "--features",
+                    str(o / "extract"),
+                    "--model",
+                    str(model),
+                    "--out",
+                    str(Path(tmp) / f"eval_{step}"),
+                    "--params",
+                    str(args.params),
+                    "--clips",
+                    str(o / "synthesize" / "clips.parquet"),
+                ]
+            )
             m = metrics["model"]
-            rows.append({"step": step, **{k: round(m[k], 4) for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5")},
-                         "hard_m_vIoU": round(metrics.get("subsets", {}).get("hard", {}).get("m_vIoU", float("nan")), 4)})
+            rows.append(
+                {
+                    "step": step,
+                    **{k: round(m[k], 4) for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5")},
+                    "hard_m_vIoU": round(metrics.get("subsets", {}).get("hard", {}).get("m_vIoU", float("nan")), 4),
+                }
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))

@@ -42,17 +42,20 @@ POLICY = {"hcstvg_v1": "hcstvg", "vidstg": "vidstg"}
 # Both decoders give bit-identical RGB frames (decord and ffmpeg, checked); what is left is JPEG q90 (about 32 dB
 # on these noisy clips, ~4 levels mean) and uint8-vs-float resize rounding. Below 30 dB the frames would differ.
 MIN_PSNR_DB = 30.0
-B_METHOD = ("per sample, every epoch: ffmpeg subprocess (-f rawvideo -pix_fmt rgb24 pipe:, read with "
-            "Popen.communicate as ffmpeg-python does) decodes the whole video at full resolution into memory, "
-            "np.frombuffer().reshape(-1, h, w, 3), index the sampled frames, per-frame ToTensor + "
-            "Resize(antialias=True), torch.stack, F.normalize")
+B_METHOD = (
+    "per sample, every epoch: ffmpeg subprocess (-f rawvideo -pix_fmt rgb24 pipe:, read with "
+    "Popen.communicate as ffmpeg-python does) decodes the whole video at full resolution into memory, "
+    "np.frombuffer().reshape(-1, h, w, 3), index the sampled frames, per-frame ToTensor + "
+    "Resize(antialias=True), torch.stack, F.normalize"
+)
 
 
 def _shard_config(**extra):
     from cgstvg.data.shard_writer import ShardConfig
 
-    return ShardConfig(policy=POLICY, sampling=SAMPLING, short_side=420, max_long_side=0, resize_mode="release",
-                       width_cap=1.4, **extra)
+    return ShardConfig(
+        policy=POLICY, sampling=SAMPLING, short_side=420, max_long_side=0, resize_mode="release", width_cap=1.4, **extra
+    )
 
 
 def prepare(work: Path, specs: list, crf: int) -> dict:
@@ -67,14 +70,27 @@ def prepare(work: Path, specs: list, crf: int) -> dict:
         name = f"v{i}.mp4"
         kbps = write_clip(work / name, spec, seed=i, crf=crf)
         rows.append(sample_row(spec, i, name))
-        clips.append({"dataset": spec.dataset, "seconds": spec.seconds, "fps": spec.fps,
-                      "size": [spec.height, spec.width], "frames": spec.frames, "kbps": round(kbps)})
+        clips.append(
+            {
+                "dataset": spec.dataset,
+                "seconds": spec.seconds,
+                "fps": spec.fps,
+                "size": [spec.height, spec.width],
+                "frames": spec.frames,
+                "kbps": round(kbps),
+            }
+        )
     t1 = time.perf_counter()
     plan = []
     for dataset in sorted({r["dataset"] for r in rows}):
         table = sample_table([r for r in rows if r["dataset"] == dataset])
-        write_split(table, work, work / "shards" / dataset,
-                    _shard_config(jpeg_quality=90, max_samples=1, min_shards=1, workers=2), progress=False)
+        write_split(
+            table,
+            work,
+            work / "shards" / dataset,
+            _shard_config(jpeg_quality=90, max_samples=1, min_shards=1, workers=2),
+            progress=False,
+        )
         plan += plan_split(table, _shard_config())
     shard_build_s = time.perf_counter() - t1
     (work / "plan.json").write_text(json.dumps(plan))
@@ -83,21 +99,29 @@ def prepare(work: Path, specs: list, crf: int) -> dict:
         clip["sampled_frames"] = len(by_id[row["sample_id"]]["frame_ids"])
         clip["out_size"] = by_id[row["sample_id"]]["size"]
     mb = lambda paths: sum(p.stat().st_size for p in paths) / 2**20  # noqa: E731
-    return {"make_videos_s": t1 - t0, "shard_build_s": shard_build_s, "clips": clips,
-            "videos_mb": mb(work.glob("v*.mp4")), "shards_mb": mb((work / "shards").rglob("*.tar"))}
+    return {
+        "make_videos_s": t1 - t0,
+        "shard_build_s": shard_build_s,
+        "clips": clips,
+        "videos_mb": mb(work.glob("v*.mp4")),
+        "shards_mb": mb((work / "shards").rglob("*.tar")),
+    }
 
 
 # Runs ffmpeg as (b) does, with its output discarded, from a process that imports nothing big: the child's
 # ru_maxrss then holds ffmpeg's own peak plus at most this launcher's few MB (inherited through vfork/exec).
-_FFMPEG_PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
-                "stderr=subprocess.DEVNULL, check=True); "
-                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+_FFMPEG_PEAK = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
+    "stderr=subprocess.DEVNULL, check=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
+)
 
 
 def ffmpeg_peak_rss_mb(exe: str, video: Path) -> float:
     cmd = [exe, "-i", str(video), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
-    return float(subprocess.run([sys.executable, "-c", _FFMPEG_PEAK, *cmd], check=True, capture_output=True,
-                                text=True).stdout)
+    return float(
+        subprocess.run([sys.executable, "-c", _FFMPEG_PEAK, *cmd], check=True, capture_output=True, text=True).stdout
+    )
 
 
 def _rss_high_water_mb() -> float:
@@ -156,7 +180,8 @@ def side_a(work: Path, passes: int, clock: _Clock) -> dict[str, list[float]]:
                 sid = batch["targets"][0]["sample_id"]
                 times.setdefault(sid, []).append(clock.lap())
                 if p == 0:
-                    clock.excluded(lambda: torch.save(batch["frames"][0], work / f"a_{sid}.pt"))
+                    # excluded() calls the lambda at once, so it sees this iteration's batch and sid
+                    clock.excluded(lambda: torch.save(batch["frames"][0], work / f"a_{sid}.pt"))  # noqa: B023, F821
                 del batch  # as (b) does: measure the feed, not two batches held by the loop variable
     return times
 
@@ -171,11 +196,12 @@ def side_b(work: Path, passes: int, clock: _Clock) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {}
     for p in range(passes):
         for rec in plan:
-            out = release_sample(exe, str(work / rec["video_path"]), rec["frame_ids"], tuple(rec["orig_size"]),
-                                 tuple(rec["size"]))
+            out = release_sample(
+                exe, str(work / rec["video_path"]), rec["frame_ids"], tuple(rec["orig_size"]), tuple(rec["size"])
+            )
             times.setdefault(rec["sample_id"], []).append(clock.lap())
             if p == 0:
-                clock.excluded(lambda: torch.save(out, work / f"b_{rec['sample_id']}.pt"))
+                clock.excluded(lambda: torch.save(out, work / f"b_{rec['sample_id']}.pt"))  # noqa: B023, F821
             del out
     return times
 
@@ -196,10 +222,19 @@ def run_side(side: str, work: Path, passes: int, threads: int) -> None:
     times = (side_a if side == "a" else side_b)(work, passes, clock)
     clock.stop()
     n = sum(len(t) for t in times.values())
-    print(json.dumps({"samples": n, "seconds": clock.wall, "samples_per_s": n / clock.wall,
-                      "cpu_s_per_sample": clock.cpu / n,
-                      "peak_rss_mb": _rss_high_water_mb(),
-                      "import_rss_mb": import_mb, "sample_s": times}))
+    print(
+        json.dumps(
+            {
+                "samples": n,
+                "seconds": clock.wall,
+                "samples_per_s": n / clock.wall,
+                "cpu_s_per_sample": clock.cpu / n,
+                "peak_rss_mb": _rss_high_water_mb(),
+                "import_rss_mb": import_mb,
+                "sample_s": times,
+            }
+        )
+    )
 
 
 def compare_outputs(work: Path, plan: list[dict]) -> dict:
@@ -215,8 +250,9 @@ def compare_outputs(work: Path, plan: list[dict]) -> dict:
         a, b = (torch.load(work / f"{s}_{sid}.pt", weights_only=True) for s in "ab")
         expected = (len(rec["frame_ids"]), 3, *rec["size"])
         if tuple(a.shape) != expected or tuple(b.shape) != expected:
-            raise SystemExit(f"sample {sid}: output shapes {tuple(a.shape)} (a), {tuple(b.shape)} (b), "
-                             f"expected {expected}")
+            raise SystemExit(
+                f"sample {sid}: output shapes {tuple(a.shape)} (a), {tuple(b.shape)} (b), expected {expected}"
+            )
         diff = (a - b).mul_(to_levels)
         mad[sid] = float(diff.abs().mean())
         psnr[sid] = 10 * math.log10(255**2 / float(diff.square().mean()))
@@ -250,12 +286,25 @@ def main() -> None:
         result = prepare(work, default_specs(args.clips, args.per_dataset, args.vidstg_seconds), args.crf)
         sides = {}
         for side in ("a", "b"):
-            out = subprocess.run([sys.executable, __file__, "--side", side, "--work", str(work), "--passes",
-                                  str(args.passes), "--threads", str(args.threads)],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--side",
+                    side,
+                    "--work",
+                    str(work),
+                    "--passes",
+                    str(args.passes),
+                    "--threads",
+                    str(args.threads),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             sides[side] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"({side}) " + json.dumps({k: v for k, v in sides[side].items() if k != "sample_s"}),
-                  file=sys.stderr)
+            print(f"({side}) " + json.dumps({k: v for k, v in sides[side].items() if k != "sample_s"}), file=sys.stderr)
         plan = json.loads((work / "plan.json").read_text())
         check = compare_outputs(work, plan)
         ffmpeg_mb = max(ffmpeg_peak_rss_mb(exe, work / name) for name in sorted({r["video_path"] for r in plan}))
@@ -263,8 +312,11 @@ def main() -> None:
     per_dataset = {}
     for dataset in sorted({r["dataset"] for r in plan}):
         ids = [r["sample_id"] for r in plan if r["dataset"] == dataset]
-        d = {f"{s}_s_per_sample": sum(sum(sides[s]["sample_s"][i]) for i in ids)
-             / sum(len(sides[s]["sample_s"][i]) for i in ids) for s in "ab"}
+        d = {
+            f"{s}_s_per_sample": sum(sum(sides[s]["sample_s"][i]) for i in ids)
+            / sum(len(sides[s]["sample_s"][i]) for i in ids)
+            for s in "ab"
+        }
         per_dataset[dataset] = {**d, "speedup": d["b_s_per_sample"] / d["a_s_per_sample"]}
     saved_per_epoch_s = len(plan) * (1 / b["samples_per_s"] - 1 / a["samples_per_s"])
     result.update(
@@ -272,17 +324,26 @@ def main() -> None:
         peak_rss_ratio=a["peak_rss_mb"] / b["peak_rss_mb"],
         # CPU seconds per sample (ffmpeg's included): steadier than wall time on a shared machine
         cpu_speedup=b["cpu_s_per_sample"] / a["cpu_s_per_sample"],
-        a_samples_per_s=a["samples_per_s"], b_samples_per_s=b["samples_per_s"],
-        a_cpu_s_per_sample=a["cpu_s_per_sample"], b_cpu_s_per_sample=b["cpu_s_per_sample"],
-        a_peak_rss_mb=a["peak_rss_mb"], b_peak_rss_mb=b["peak_rss_mb"],
+        a_samples_per_s=a["samples_per_s"],
+        b_samples_per_s=b["samples_per_s"],
+        a_cpu_s_per_sample=a["cpu_s_per_sample"],
+        b_cpu_s_per_sample=b["cpu_s_per_sample"],
+        a_peak_rss_mb=a["peak_rss_mb"],
+        b_peak_rss_mb=b["peak_rss_mb"],
         # not added to b's peak: (b)'s Python peak (joining the piped chunks) comes after ffmpeg has exited
-        b_ffmpeg_peak_rss_mb=ffmpeg_mb, import_rss_mb=b["import_rss_mb"],
+        b_ffmpeg_peak_rss_mb=ffmpeg_mb,
+        import_rss_mb=b["import_rss_mb"],
         # the same comparison without the libraries' resident memory (torch etc., equal on both sides)
         peak_rss_above_imports_ratio=(a["peak_rss_mb"] - a["import_rss_mb"]) / (b["peak_rss_mb"] - b["import_rss_mb"]),
         # epochs after which writing the shards once has paid for itself (on this clip set, in wall time)
         shard_break_even_epochs=result["shard_build_s"] / saved_per_epoch_s if saved_per_epoch_s > 0 else None,
-        per_dataset=per_dataset, samples_per_side=a["samples"], passes=args.passes, torch_threads=args.threads,
-        **check, b_method=B_METHOD, ffmpeg=ffmpeg_version,
+        per_dataset=per_dataset,
+        samples_per_side=a["samples"],
+        passes=args.passes,
+        torch_threads=args.threads,
+        **check,
+        b_method=B_METHOD,
+        ffmpeg=ffmpeg_version,
     )
     print(json.dumps(result))
 

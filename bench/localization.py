@@ -28,15 +28,27 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from torchvision.ops import box_convert, box_iou  # noqa: E402
+
 from cgstvg.model.config import CGSTVGConfig  # noqa: E402
 from cgstvg.model.criterion import CGSTVGCriterion  # noqa: E402
 from cgstvg.model.head import CGSTVGHead  # noqa: E402
 from cgstvg.model.targets import GroundingTargets  # noqa: E402
-from torchvision.ops import box_convert, box_iou  # noqa: E402
 
 T, H, W, L, NOISE_CH = 8, 6, 8, 6, 8
-BASE = dict(appearance_dim=NOISE_CH + 2, motion_dim=8, text_dim=8, d_model=64, ffn_dim=128, enc_layers=1,
-            dec_layers=3, context_ffn_dim=64, max_video_len=32, dropout=0.0, context_mode="none")
+BASE = dict(
+    appearance_dim=NOISE_CH + 2,
+    motion_dim=8,
+    text_dim=8,
+    d_model=64,
+    ffn_dim=128,
+    enc_layers=1,
+    dec_layers=3,
+    context_ffn_dim=64,
+    max_video_len=32,
+    dropout=0.0,
+    context_mode="none",
+)
 VARIANTS = {
     "release": dict(heads=4, context_heads=4, query_init="zeros", box_refine="absolute"),
     "small_run": dict(heads=2, context_heads=2, query_init="text", box_refine="anchor"),
@@ -85,8 +97,12 @@ def run(variant: dict, seed: int, steps: int, eval_every: int) -> list[tuple[int
     for step in range(1, steps + 1):
         inputs, targets = make_batch(8, data)
         losses = criterion(head(**inputs), targets)
-        total = sum(WEIGHTS[base] * value for name, value in losses.items()
-                    for base in WEIGHTS if name == base or name.startswith(base + "_"))
+        total = sum(
+            WEIGHTS[base] * value
+            for name, value in losses.items()
+            for base in WEIGHTS
+            if name == base or name.startswith(base + "_")
+        )
         optim.zero_grad()
         total.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)

@@ -62,12 +62,21 @@ def child(args: argparse.Namespace) -> dict:
         # roberta-base's own tokenizer is not available offline; a small BPE one gives ids inside its vocabulary.
         tokenizer_dir = build_tokenizer([SENTENCE], Path(tmp) / "tokenizer", vocab_size=400)
         text = TextEncoder.from_config(
-            tokenizer_dir, ROBERTA_BASE["hidden_size"], ROBERTA_BASE["num_hidden_layers"],
-            ROBERTA_BASE["num_attention_heads"], ROBERTA_BASE["intermediate_size"],
-            ROBERTA_BASE["max_position_embeddings"], vocab_size=ROBERTA_BASE["vocab_size"])
+            tokenizer_dir,
+            ROBERTA_BASE["hidden_size"],
+            ROBERTA_BASE["num_hidden_layers"],
+            ROBERTA_BASE["num_attention_heads"],
+            ROBERTA_BASE["intermediate_size"],
+            ROBERTA_BASE["max_position_embeddings"],
+            vocab_size=ROBERTA_BASE["vocab_size"],
+        )
     model = CGSTVG(
-        ResNetTrunk("resnet101", frame_chunk=args.frame_chunk, channels_last=not args.no_channels_last,
-                    fold_batchnorm=not args.no_fold_batchnorm),
+        ResNetTrunk(
+            "resnet101",
+            frame_chunk=args.frame_chunk,
+            channels_last=not args.no_channels_last,
+            fold_batchnorm=not args.no_fold_batchnorm,
+        ),
         VideoSwinBackbone(attention=args.attention, attention_chunk=args.attention_chunk),
         text,
         RELEASE_CONFIG,
@@ -80,7 +89,8 @@ def child(args: argparse.Namespace) -> dict:
         module = getattr(model, name)
         module.register_forward_pre_hook(lambda *_, n=name: starts.__setitem__(n, time.perf_counter()))
         module.register_forward_hook(
-            lambda *_, n=name: seconds.__setitem__(n, seconds.get(n, 0.0) + time.perf_counter() - starts[n]))
+            lambda *_, n=name: seconds.__setitem__(n, seconds.get(n, 0.0) + time.perf_counter() - starts[n])
+        )
 
     frames = torch.randn(1, args.frames, 3, args.height, args.width)
     rss_before = _peak_rss_gb()
@@ -126,18 +136,27 @@ def main() -> None:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"model_forward: the measuring subprocess failed (exit {proc.returncode})")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update({
-        "seconds_ratio": round(result["seconds"] / RELEASE_SECONDS, 3),
-        "rss_ratio": round(result["peak_rss_gb"] / RELEASE_PEAK_RSS_GB, 3),
-        "release_seconds": RELEASE_SECONDS,
-        "release_peak_rss_gb": RELEASE_PEAK_RSS_GB,
-        "release_figures": RELEASE_SOURCE,
-        "config": {"frames": args.frames, "height": args.height, "width": args.width, "threads": args.threads,
-                   "frame_chunk": args.frame_chunk, "channels_last": not args.no_channels_last,
-                   "fold_batchnorm": not args.no_fold_batchnorm,
-                   "attention": args.attention, "attention_chunk": args.attention_chunk},
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    })
+    result.update(
+        {
+            "seconds_ratio": round(result["seconds"] / RELEASE_SECONDS, 3),
+            "rss_ratio": round(result["peak_rss_gb"] / RELEASE_PEAK_RSS_GB, 3),
+            "release_seconds": RELEASE_SECONDS,
+            "release_peak_rss_gb": RELEASE_PEAK_RSS_GB,
+            "release_figures": RELEASE_SOURCE,
+            "config": {
+                "frames": args.frames,
+                "height": args.height,
+                "width": args.width,
+                "threads": args.threads,
+                "frame_chunk": args.frame_chunk,
+                "channels_last": not args.no_channels_last,
+                "fold_batchnorm": not args.no_fold_batchnorm,
+                "attention": args.attention,
+                "attention_chunk": args.attention_chunk,
+            },
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        }
+    )
     print(json.dumps(result))
 
 

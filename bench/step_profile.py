@@ -51,10 +51,16 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = params["train"]
     model, names = build_training_model(params, args.features, args.params)
     dataset, split = cfg["dataset"], cfg.get("split", "train")
-    loader = FeatureShardLoader(args.shards / dataset / split, args.features / dataset / split, features=names,
-                                batch_size=int(cfg["batch_size"]), train=True,
-                                shuffle_buffer=int(params["shard"]["loader"]["shuffle_buffer"]),
-                                augment=TrainAugment.from_params(params["shard"]["loader"]), seed=0)
+    loader = FeatureShardLoader(
+        args.shards / dataset / split,
+        args.features / dataset / split,
+        features=names,
+        batch_size=int(cfg["batch_size"]),
+        train=True,
+        shuffle_buffer=int(params["shard"]["loader"]["shuffle_buffer"]),
+        augment=TrainAugment.from_params(params["shard"]["loader"]),
+        seed=0,
+    )
     criterion = CGSTVGCriterion(**params["model"]["loss"])
     optimizer = build_optimizer(model, group_specs_from_params(cfg["optim"]), float(cfg["optim"]["weight_decay"]))
     ema = build_ema(model, float(cfg["ema_decay"]))
@@ -68,12 +74,14 @@ def main(argv: list[str] | None = None) -> dict:
         for i, sub in enumerate(timed_modules):
             key = f"{name}.{i}"
             sub.register_forward_pre_hook(lambda m, a, k=key: starts.__setitem__(k, time.perf_counter()))
-            sub.register_forward_hook(lambda m, a, o, n=name, k=key: seconds.__setitem__(
-                n, seconds[n] + time.perf_counter() - starts[k]))
+            sub.register_forward_hook(
+                lambda m, a, o, n=name, k=key: seconds.__setitem__(n, seconds[n] + time.perf_counter() - starts[k])
+            )
     if model.head.icg is not None:  # ICG (a module call) and ICR (its select / context methods) count together
         model.head.icg.register_forward_pre_hook(lambda m, a: starts.__setitem__("icg", time.perf_counter()))
-        model.head.icg.register_forward_hook(lambda m, a, o: seconds.__setitem__(
-            "head.icr", seconds["head.icr"] + time.perf_counter() - starts["icg"]))
+        model.head.icg.register_forward_hook(
+            lambda m, a, o: seconds.__setitem__("head.icr", seconds["head.icr"] + time.perf_counter() - starts["icg"])
+        )
         for method in ("select", "context"):
             original = getattr(model.head.icr, method)
 
@@ -85,8 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
 
             setattr(model.head.icr, method, wrapped)
     model.head.register_forward_pre_hook(lambda m, a: starts.__setitem__("head", time.perf_counter()))
-    model.head.register_forward_hook(lambda m, a, o: seconds.__setitem__(
-        "head.total", seconds["head.total"] + time.perf_counter() - starts["head"]))
+    model.head.register_forward_hook(
+        lambda m, a, o: seconds.__setitem__("head.total", seconds["head.total"] + time.perf_counter() - starts["head"])
+    )
 
     def timed(part: str, fn):
         t0 = time.perf_counter()
@@ -103,20 +112,27 @@ def main(argv: list[str] | None = None) -> dict:
             started = time.perf_counter()
         batch = timed("data", lambda: next(it))
         targets = grounding_targets(batch)
-        out = timed("forward", lambda: model(batch, targets=targets))
-        total = timed("loss", lambda: criterion.weighted_total(criterion(out, targets), num_stages))
+        # timed() calls each lambda at once, so they see this step's batch, targets and out
+        out = timed("forward", lambda: model(batch, targets=targets))  # noqa: B023
+        total = timed("loss", lambda: criterion.weighted_total(criterion(out, targets), num_stages))  # noqa: B023
         optimizer.zero_grad(set_to_none=True)
         timed("backward", total.backward)
-        timed("clip+optimizer", lambda: (torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"])),
-                                         optimizer.step()))
+        timed(
+            "clip+optimizer",
+            lambda: (torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"])), optimizer.step()),
+        )
         timed("ema", lambda: ema.update_parameters(model))
     step_seconds = (time.perf_counter() - started) / args.steps
     per_step = {k: v / args.steps for k, v in seconds.items()}
     listed = sum(per_step.get(p, 0.0) for p in PARTS if p.startswith("head."))
     per_step["head.other"] = per_step.pop("head.total", 0.0) - listed
-    result = {"step_seconds": round(step_seconds, 4), "steps": args.steps, "threads": args.threads,
-              "seconds_per_step": {k: round(v, 4) for k, v in per_step.items()},
-              "share": {k: round(v / step_seconds, 3) for k, v in per_step.items() if k != "forward"}}
+    result = {
+        "step_seconds": round(step_seconds, 4),
+        "steps": args.steps,
+        "threads": args.threads,
+        "seconds_per_step": {k: round(v, 4) for k, v in per_step.items()},
+        "share": {k: round(v / step_seconds, 3) for k, v in per_step.items() if k != "forward"},
+    }
     print(json.dumps(result))
     return result
 

@@ -26,10 +26,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SWIN_T_STRIDE16 = {"embed_dim": 96, "depths": [2, 2, 6], "num_heads": [3, 6, 12], "patch_size": [1, 4, 4],
-                   "window_size": [8, 7, 7], "stochastic_depth_prob": 0.2, "attention": "sdpa"}
-SENTENCES = ["the red square moves left", "a blue circle is moving up", "the triangle that is green grows",
-             "a yellow square gets bigger", "the purple circle moves right", "a green triangle moves down"]
+SWIN_T_STRIDE16 = {
+    "embed_dim": 96,
+    "depths": [2, 2, 6],
+    "num_heads": [3, 6, 12],
+    "patch_size": [1, 4, 4],
+    "window_size": [8, 7, 7],
+    "stochastic_depth_prob": 0.2,
+    "attention": "sdpa",
+}
+SENTENCES = [
+    "the red square moves left",
+    "a blue circle is moving up",
+    "the triangle that is green grows",
+    "a yellow square gets bigger",
+    "the purple circle moves right",
+    "a green triangle moves down",
+]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,8 +54,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per way (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--motion", choices=("params", "swin_t"), default="params",
-                        help="motion backbone: params.yaml's, or Video Swin-T's first three stages")
+    parser.add_argument(
+        "--motion",
+        choices=("params", "swin_t"),
+        default="params",
+        help="motion backbone: params.yaml's, or Video Swin-T's first three stages",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -68,10 +85,14 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     frames = torch.randn(b, t, 3, args.height, args.width)
     gt_mask = torch.zeros(b, t, dtype=torch.bool)
-    gt_mask[:, t // 4: t // 2] = True
+    gt_mask[:, t // 4 : t // 2] = True
     targets = GroundingTargets(boxes=torch.tensor([0.5, 0.5, 0.2, 0.2]).expand(b, t, 4).clone(), gt_mask=gt_mask)
-    batch = {"frames": frames, "pixel_mask": torch.ones(b, args.height, args.width, dtype=torch.bool),
-             "time_mask": torch.ones(b, t, dtype=torch.bool), "sentences": [SENTENCES[i % 6] for i in range(b)]}
+    batch = {
+        "frames": frames,
+        "pixel_mask": torch.ones(b, args.height, args.width, dtype=torch.bool),
+        "time_mask": torch.ones(b, t, dtype=torch.bool),
+        "sentences": [SENTENCES[i % 6] for i in range(b)],
+    }
     with torch.no_grad():
         cached = model.motion(frames.flatten(0, 1), t).unflatten(0, (b, t))
 
@@ -94,8 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
             step(recompute)
         seconds[name] = (time.perf_counter() - start) / args.steps
     result = {
-        "bench": "train_step", "batch": b, "frames": t, "size": [args.height, args.width],
-        "threads": args.threads, "steps": args.steps,
+        "bench": "train_step",
+        "batch": b,
+        "frames": t,
+        "size": [args.height, args.width],
+        "threads": args.threads,
+        "steps": args.steps,
         "seconds_per_step_cached_motion": round(seconds["cached"], 4),
         "seconds_per_step_recomputed_motion": round(seconds["recomputed"], 4),
         "speedup": round(seconds["recomputed"] / seconds["cached"], 3),

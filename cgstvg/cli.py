@@ -24,27 +24,51 @@ PROG = "cgstvg"
 
 
 def _add_ground(sub) -> None:
-    p = sub.add_parser("ground", help="ground a sentence in a video with a trained checkpoint",
-                       description="Predict the spatio-temporal tube that a sentence describes in a video.")
+    p = sub.add_parser(
+        "ground",
+        help="ground a sentence in a video with a trained checkpoint",
+        description="Predict the spatio-temporal tube that a sentence describes in a video.",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="the video file (any format decord reads)")
-    source.add_argument("--batch", help="a .csv (columns video, sentence) or .jsonl of (video, sentence) pairs; "
-                                        "relative paths are relative to this file's folder")
+    source.add_argument(
+        "--batch",
+        help="a .csv (columns video, sentence) or .jsonl of (video, sentence) pairs; "
+        "relative paths are relative to this file's folder",
+    )
     p.add_argument("--text", help="the sentence (single-video mode)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint from `train`, or the authors' release "
-                                                       "(with --params and --tokenizer)")
-    p.add_argument("--out", help="where to write the tube JSON (single mode; default: stdout) or the JSON lines "
-                                 "(batch mode; required)")
-    p.add_argument("--render", help="also write the video with the predicted tube drawn (.mp4 or .gif; single "
-                                    "mode)")
-    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
-                   help=f"refuse videos longer than this many seconds (default {DEFAULT_MAX_SECONDS:g})")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where the model runs (auto: cuda when available)")
-    p.add_argument("--params", help="a YAML with the model config, sampling and resize that replaces the "
-                                    "checkpoint's (the grounding layout, or a whole params.yaml)")
-    p.add_argument("--dataset", help="with a whole params.yaml as --params: the dataset whose sampling policy "
-                                     "to use (default: the first of normalize.datasets)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint from `train`, or the authors' release (with --params and --tokenizer)",
+    )
+    p.add_argument(
+        "--out",
+        help="where to write the tube JSON (single mode; default: stdout) or the JSON lines (batch mode; required)",
+    )
+    p.add_argument("--render", help="also write the video with the predicted tube drawn (.mp4 or .gif; single mode)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        help=f"refuse videos longer than this many seconds (default {DEFAULT_MAX_SECONDS:g})",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the model runs (auto: cuda when available)",
+    )
+    p.add_argument(
+        "--params",
+        help="a YAML with the model config, sampling and resize that replaces the "
+        "checkpoint's (the grounding layout, or a whole params.yaml)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="with a whole params.yaml as --params: the dataset whose sampling policy "
+        "to use (default: the first of normalize.datasets)",
+    )
     p.add_argument("--tokenizer", help="a tokenizer directory replacing the one stored in the checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar in batch mode")
     p.set_defaults(func=_ground)
@@ -95,8 +119,9 @@ def _ground(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from cgstvg.utils.atomic import write_json
 
     params = load_params_file(args.params, args.dataset) if args.params else None
-    model = load_grounding_model(args.checkpoint, params=params, tokenizer_dir=args.tokenizer,
-                                 device=_device(args.device))
+    model = load_grounding_model(
+        args.checkpoint, params=params, tokenizer_dir=args.tokenizer, device=_device(args.device)
+    )
 
     if pairs is None:
         result = ground(model, args.video, args.text, max_seconds=args.max_seconds, render=args.render)
@@ -112,8 +137,7 @@ def _ground(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     records = batch_mode.ground_pairs(pairs, ground_one, progress=not args.no_progress)
     count, failed = batch_mode.write_jsonl(args.out, records)
-    print(f"{PROG} ground: {count - failed} of {count} pairs grounded, {failed} failed -> {args.out}",
-          file=sys.stderr)
+    print(f"{PROG} ground: {count - failed} of {count} pairs grounded, {failed} failed -> {args.out}", file=sys.stderr)
     return 1 if failed else 0
 
 

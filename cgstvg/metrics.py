@@ -212,6 +212,12 @@ class STVGMetrics(Metric):
     full_state_update = False
     is_differentiable = False
     higher_is_better = True
+    # the `cat` list states (add_state in __init__)
+    index: list[torch.Tensor]
+    qtype: list[torch.Tensor]
+    tiou: list[torch.Tensor]
+    viou: list[torch.Tensor]
+    gt_viou: list[torch.Tensor]
 
     def __init__(
         self,
@@ -246,8 +252,9 @@ class STVGMetrics(Metric):
     ) -> None:
         """Score one video (see `score_video`) and store its values under `index` (a unique int >= 0)."""
         if qtype not in QTYPES:
-            raise ValueError(f"sample {sample_id if sample_id is not None else index}: qtype must be one of "
-                             f"{QTYPES}, got {qtype!r}")
+            raise ValueError(
+                f"sample {sample_id if sample_id is not None else index}: qtype must be one of {QTYPES}, got {qtype!r}"
+            )
         if int(index) < 0:
             raise ValueError(f"sample {sample_id}: index must be >= 0, got {index}")
         scores = score_video(

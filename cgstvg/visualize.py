@@ -14,6 +14,7 @@ import os
 import textwrap
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -48,8 +49,9 @@ def boxes_at_frames(frame_ids, tube_frames, tube_boxes) -> np.ndarray:
     return out
 
 
-def _font(width: int) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=max(9, min(18, width // 24)))
+def _font(width: int) -> ImageFont.FreeTypeFont:
+    # Pillow gives the FreeType default font when a size is asked for (and FreeType is built in, as in the wheels)
+    return cast(ImageFont.FreeTypeFont, ImageFont.load_default(size=max(9, min(18, width // 24))))
 
 
 def _caption_lines(sentence: str, font, width: int) -> list[str]:

@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> Path:
     from pipeline.evaluate import read_ground_truth, render
 
     o = args.outputs
-    hard = {c["video_id"] for c in pq.read_table(o / "synthesize" / "clips.parquet").to_pylist()
-            if c["hard"] and c["dataset"] == args.dataset and c["split"] == args.split}
+    hard = {
+        c["video_id"]
+        for c in pq.read_table(o / "synthesize" / "clips.parquet").to_pylist()
+        if c["hard"] and c["dataset"] == args.dataset and c["split"] == args.split
+    }
     rows = [r for r in pq.read_table(o / "evaluate" / "predictions.parquet").to_pylist() if r["video_id"] in hard]
     if not rows:
         raise SystemExit(f"{o}: no hard {args.dataset}/{args.split} clip among the predictions")
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         (written,) = render([row], o / "shard" / args.dataset / args.split, gt, Path(tmp))
         args.out.write_bytes(written.read_bytes())
-    print(f"{args.out}: {row['sample_id']} \"{row['sentence']}\" vIoU {row['vIoU']:.3f} tIoU {row['tIoU']:.3f}")
+    print(f'{args.out}: {row["sample_id"]} "{row["sentence"]}" vIoU {row["vIoU"]:.3f} tIoU {row["tIoU"]:.3f}')
     return args.out
 
 

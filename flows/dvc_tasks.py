@@ -180,7 +180,8 @@ def stage_changed(stage: str, repo: str) -> bool:
 
 @task(task_run_name="dvc commit {stage}")
 def commit_stage(stage: str, repo: str) -> str:
-    """`dvc commit --force <stage>`: record outputs produced outside `dvc repro` (a fan-out) in dvc.lock and the cache."""
+    """`dvc commit --force <stage>`: record outputs produced outside `dvc repro` (a fan-out) in dvc.lock and the
+    cache."""
     return dvc(["commit", "--force", stage], repo)
 
 
@@ -205,7 +206,10 @@ def apply_param_overrides(overrides: list[str], repo: str) -> list[str]:
 def _drop_experiments(names: list[str], repo: str) -> None:
     """Remove earlier experiments with these names, so a rerun replaces them instead of failing on the name."""
     listed = subprocess.run(
-        [dvc_executable(), "exp", "list", "--name-only"], cwd=repo, capture_output=True, text=True,
+        [dvc_executable(), "exp", "list", "--name-only"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
         stdin=subprocess.DEVNULL,
     ).stdout.split()
     existing = [n for n in names if n in listed]
@@ -269,8 +273,12 @@ def push(repo: str) -> str:
     return dvc(["push"], repo)
 
 
-@task(task_run_name="dvc exp push {git_remote} {name}", retries=2, retry_delay_seconds=[10, 30],
-      retry_condition_fn=retry_if_transient)
+@task(
+    task_run_name="dvc exp push {git_remote} {name}",
+    retries=2,
+    retry_delay_seconds=[10, 30],
+    retry_condition_fn=retry_if_transient,
+)
 def exp_push(git_remote: str, name: str, repo: str) -> str:
     """`dvc exp push <git remote> <name>`: the experiment's git ref plus its DVC outputs; `dvc exp pull` fetches it."""
     return dvc(["exp", "push", git_remote, name], repo)

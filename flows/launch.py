@@ -43,7 +43,9 @@ def torchrun_argv(cmd: str, torchrun: Torchrun, run_id: str, *, stage: str = "tr
     """argv that runs `cmd` (which must be `python -m <module> ...`) under torchrun with `torchrun`'s topology."""
     argv = shlex.split(cmd)
     if len(argv) < 3 or argv[0] not in ("python", "python3") or argv[1] != "-m":
-        raise ValueError(f"dvc.yaml: stage {stage!r} cmd must be `python -m <module> ...` to run under torchrun: {cmd!r}")
+        raise ValueError(
+            f"dvc.yaml: stage {stage!r} cmd must be `python -m <module> ...` to run under torchrun: {cmd!r}"
+        )
     launch = [
         sys.executable,
         "-m",

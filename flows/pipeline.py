@@ -9,7 +9,8 @@ run differently, both ending in `dvc commit` so dvc.lock and the cache are as af
 - a stage listed in `flows.fanout` has its per-item work mapped over Prefect tasks (flows/fanout.py);
 - `train` runs under torchrun when `flows.torchrun` asks for more than one process (flows/launch.py).
 Overrides are applied to params.yaml with DVC's own `-S` code; with overrides or a name the result is saved as a
-DVC experiment (`dvc exp run -n <name>` once the stages are up to date), so `dvc exp show`, `dvc exp push` and `dvc exp apply` see it.
+DVC experiment (`dvc exp run -n <name>` once the stages are up to date), so `dvc exp show`, `dvc exp push` and
+`dvc exp apply` see it.
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = _parse()
     pipeline(
-        stages=args.stages, overrides=args.overrides, experiment=args.experiment, baseline=args.baseline,
-        pull_first=args.pull_first, push_after=args.push_after,
+        stages=args.stages,
+        overrides=args.overrides,
+        experiment=args.experiment,
+        baseline=args.baseline,
+        pull_first=args.pull_first,
+        push_after=args.push_after,
     )

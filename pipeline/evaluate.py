@@ -18,7 +18,8 @@ Writes (rank 0):
 
 With `--clips` (the synthetic default's `clips.parquet`), `metrics.json` also holds `subsets`: the model's scores
 on the clips of each flag (`hard`: a same-colour and a same-shape distractor; `decoy`: the target also performs
-another action), matched by dataset, split and video id; clips of other datasets (real data) match nothing and add no subset.
+another action), matched by dataset, split and video id; clips of other datasets (real data) match nothing and add
+no subset.
 """
 
 from __future__ import annotations
@@ -44,13 +45,25 @@ from cgstvg.utils.params import load_params, section
 from cgstvg.visualize import per_sample_plot_data, render_prediction
 from pipeline.extract import cached_features, input_mode
 
-PREDICTION_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("dataset", pa.string()), ("split", pa.string()), ("video_id", pa.string()),
-    ("qtype", pa.string()), ("sentence", pa.string()), ("gt_start", pa.int32()), ("gt_end", pa.int32()),
-    ("pred_start", pa.int32()), ("pred_end", pa.int32()), ("box_first_frame", pa.int32()),
-    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("tIoU", pa.float64()), ("vIoU", pa.float64()),
-    ("gt_vIoU", pa.float64()),
-])
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("dataset", pa.string()),
+        ("split", pa.string()),
+        ("video_id", pa.string()),
+        ("qtype", pa.string()),
+        ("sentence", pa.string()),
+        ("gt_start", pa.int32()),
+        ("gt_end", pa.int32()),
+        ("pred_start", pa.int32()),
+        ("pred_end", pa.int32()),
+        ("box_first_frame", pa.int32()),
+        ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
+        ("tIoU", pa.float64()),
+        ("vIoU", pa.float64()),
+        ("gt_vIoU", pa.float64()),
+    ]
+)
 
 
 def read_ground_truth(path: Path) -> dict[str, GroundTruth]:
@@ -75,9 +88,13 @@ def subset_metrics(rows: list[dict], clips: Path | None) -> dict[str, dict]:
             continue
         tiou = np.array([r["tIoU"] for r in chosen])
         viou = np.array([r["vIoU"] for r in chosen])
-        out[flag] = {"m_tIoU": float(tiou.mean()), "m_vIoU": float(viou.mean()),
-                     "vIoU@0.3": float((viou > 0.3).mean()), "vIoU@0.5": float((viou > 0.5).mean()),
-                     "n": float(len(chosen))}
+        out[flag] = {
+            "m_tIoU": float(tiou.mean()),
+            "m_vIoU": float(viou.mean()),
+            "vIoU@0.3": float((viou > 0.3).mean()),
+            "vIoU@0.5": float((viou > 0.5).mean()),
+            "n": float(len(chosen)),
+        }
     return out
 
 
@@ -103,12 +120,21 @@ def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], out: P
             clip = clip_from_sample(sample)
             g = gt[row["sample_id"]]
             n = len(row["boxes"])
-            written.append(render_prediction(
-                out / f"{position[row['sample_id']]}_{row['sample_id']}.gif",
-                clip["frames"].permute(0, 2, 3, 1).numpy(),
-                clip["frame_ids"].numpy(), sentence=row["sentence"], pred_segment=(row["pred_start"], row["pred_end"]),
-                pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n), pred_boxes=row["boxes"],
-                gt_segment=g.tube, gt_boxes=g.boxes, original_size=tuple(clip["orig_size"]), fps=4.0))
+            written.append(
+                render_prediction(
+                    out / f"{position[row['sample_id']]}_{row['sample_id']}.gif",
+                    clip["frames"].permute(0, 2, 3, 1).numpy(),
+                    clip["frame_ids"].numpy(),
+                    sentence=row["sentence"],
+                    pred_segment=(row["pred_start"], row["pred_end"]),
+                    pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n),
+                    pred_boxes=row["boxes"],
+                    gt_segment=g.tube,
+                    gt_boxes=g.boxes,
+                    original_size=tuple(clip["orig_size"]),
+                    fps=4.0,
+                )
+            )
     return written
 
 
@@ -132,13 +158,22 @@ def main(argv: list[str] | None = None) -> dict:
         grounding = load_grounding_model(args.model, device=env.device)
         model = BatchModel(grounding.model)
         names = cached_features(input_mode(params, args.params))
-        loader = FeatureShardLoader(args.shards / dataset / split, args.features / dataset / split, features=names,
-                                    batch_size=int(cfg["batch_size"]), train=False)
+        loader = FeatureShardLoader(
+            args.shards / dataset / split,
+            args.features / dataset / split,
+            features=names,
+            batch_size=int(cfg["batch_size"]),
+            train=False,
+        )
         gt = read_ground_truth(args.normalized / dataset / f"{split}.parquet")
-        options = {"metric_protocol": cfg["metric_protocol"], "on_missing": RELEASE_ON_MISSING[dataset],
-                   "per_qtype": dataset == "vidstg"}
-        summary, rows = evaluate_model(model, loader, gt, env, protocol=cfg["protocol"],
-                                       amp=bool(cfg.get("amp", True)), **options)
+        options = {
+            "metric_protocol": cfg["metric_protocol"],
+            "on_missing": RELEASE_ON_MISSING[dataset],
+            "per_qtype": dataset == "vidstg",
+        }
+        summary, rows = evaluate_model(
+            model, loader, gt, env, protocol=cfg["protocol"], amp=bool(cfg.get("amp", True)), **options
+        )
         metrics = {"model": summary}
         if env.is_main:
             train_gt = read_ground_truth(args.normalized / dataset / "train.parquet").values()
@@ -148,20 +183,28 @@ def main(argv: list[str] | None = None) -> dict:
                 metrics["subsets"] = subsets
             write_json(args.out / "metrics.json", metrics)
             write_parquet(args.out / "predictions.parquet", pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
-            per_sample_plot_data(args.out / "plots", [r["tIoU"] for r in rows], [r["vIoU"] for r in rows],
-                                 [r["sample_id"] for r in rows])
-            render(render_choice(rows, int(cfg.get("renders", 4))), args.shards / dataset / split, gt,
-                   args.out / "renders")
+            per_sample_plot_data(
+                args.out / "plots", [r["tIoU"] for r in rows], [r["vIoU"] for r in rows], [r["sample_id"] for r in rows]
+            )
+            render(
+                render_choice(rows, int(cfg.get("renders", 4))), args.shards / dataset / split, gt, args.out / "renders"
+            )
             m = summary
-            print(f"evaluate: {dataset}/{split} ({cfg['protocol']}, {len(rows)} samples): m_tIoU {m['m_tIoU']:.4f} "
-                  f"m_vIoU {m['m_vIoU']:.4f} vIoU@0.3 {m['vIoU@0.3']:.4f} vIoU@0.5 {m['vIoU@0.5']:.4f}")
+            print(
+                f"evaluate: {dataset}/{split} ({cfg['protocol']}, {len(rows)} samples): m_tIoU {m['m_tIoU']:.4f} "
+                f"m_vIoU {m['m_vIoU']:.4f} vIoU@0.3 {m['vIoU@0.3']:.4f} vIoU@0.5 {m['vIoU@0.5']:.4f}"
+            )
             for kind in ("whole_clip_centred_box", "oracle_segment_centred_box"):
                 b = metrics[kind]
-                print(f"evaluate: baseline {kind}: m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
-                      f"vIoU@0.3 {b['vIoU@0.3']:.4f}")
+                print(
+                    f"evaluate: baseline {kind}: m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
+                    f"vIoU@0.3 {b['vIoU@0.3']:.4f}"
+                )
             for flag, b in metrics.get("subsets", {}).items():
-                print(f"evaluate: {flag} clips ({b['n']:.0f}): m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
-                      f"vIoU@0.3 {b['vIoU@0.3']:.4f} vIoU@0.5 {b['vIoU@0.5']:.4f}")
+                print(
+                    f"evaluate: {flag} clips ({b['n']:.0f}): m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
+                    f"vIoU@0.3 {b['vIoU@0.3']:.4f} vIoU@0.5 {b['vIoU@0.5']:.4f}"
+                )
         return metrics
     finally:
         shutdown_distributed()

@@ -104,13 +104,14 @@ def load_frozen_backbones(model: torch.nn.Module, path: str | Path) -> list[str]
     return sorted(state)
 
 
-def make_extractor(model: torch.nn.Module, names: tuple[str, ...], cfg: dict,
-                   device: torch.device) -> FeatureExtractor:
+def make_extractor(model: torch.nn.Module, names: tuple[str, ...], cfg: dict, device: torch.device) -> FeatureExtractor:
     """The extractor over `model`'s frozen backbones `names` (motion always first)."""
-    backbones = FrozenBackbones(model.motion, *(getattr(model, n) if n in names else None
-                                               for n in ("appearance", "text")))
-    return FeatureExtractor(backbones, device, amp=bool(cfg.get("amp", True)),
-                            batch_frames=int(cfg.get("batch_frames", 256)))
+    backbones = FrozenBackbones(
+        model.motion, *(getattr(model, n) if n in names else None for n in ("appearance", "text"))
+    )
+    return FeatureExtractor(
+        backbones, device, amp=bool(cfg.get("amp", True)), batch_frames=int(cfg.get("batch_frames", 256))
+    )
 
 
 _WORKER_EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
@@ -169,24 +170,49 @@ def main(argv: list[str] | None = None, *, mapper=None) -> dict:
     with atomic_path(args.out / "frozen_backbones.safetensors") as tmp:
         save_file(weights, str(tmp))
     extractor = make_extractor(model, names, cfg, device)
-    fp = fingerprint({"backbones": model_params["backbones"], "seed": seed, "features": names,
-                      "motion_init": sha256_file(Path(motion_init)) if motion_init is not None else None,
-                      "batch_frames": extractor.batch_frames, "device": device.type, "amp": extractor.amp,
-                      "tokenizer": ({p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())}
-                                    if tokenizer else None)})
+    fp = fingerprint(
+        {
+            "backbones": model_params["backbones"],
+            "seed": seed,
+            "features": names,
+            "motion_init": sha256_file(Path(motion_init)) if motion_init is not None else None,
+            "batch_frames": extractor.batch_frames,
+            "device": device.type,
+            "amp": extractor.amp,
+            "tokenizer": ({p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())} if tokenizer else None),
+        }
+    )
 
     summary = {}
     progress = sys.stderr.isatty()
     for dataset, split in splits:
         t0 = time.perf_counter()
-        context = {"params": str(args.params.resolve()), "out": str(args.out.resolve()), "features": list(names), "device": str(device)}
-        manifest = extract_split(args.shards / dataset / split, args.out / dataset / split, extractor, fp, progress,
-                                 mapper=mapper, job=extract_shard_job, job_context=context)
+        context = {
+            "params": str(args.params.resolve()),
+            "out": str(args.out.resolve()),
+            "features": list(names),
+            "device": str(device),
+        }
+        manifest = extract_split(
+            args.shards / dataset / split,
+            args.out / dataset / split,
+            extractor,
+            fp,
+            progress,
+            mapper=mapper,
+            job=extract_shard_job,
+            job_context=context,
+        )
         seconds = time.perf_counter() - t0
-        summary[f"{dataset}/{split}"] = {"samples": manifest["samples"], "bytes": manifest["bytes"],
-                                         "features": manifest["features"]}
-        print(f"extract: {dataset}/{split}: {manifest['samples']} samples, {manifest['bytes'] / 2**20:.1f} MiB "
-              f"({', '.join(manifest['features'])}), {manifest['reused_shards']} shards reused, {seconds:.1f} s")
+        summary[f"{dataset}/{split}"] = {
+            "samples": manifest["samples"],
+            "bytes": manifest["bytes"],
+            "features": manifest["features"],
+        }
+        print(
+            f"extract: {dataset}/{split}: {manifest['samples']} samples, {manifest['bytes'] / 2**20:.1f} MiB "
+            f"({', '.join(manifest['features'])}), {manifest['reused_shards']} shards reused, {seconds:.1f} s"
+        )
     expected = {args.out / d / s for d, s in splits}
     for stale in args.out.glob("*/*"):  # splits no longer sharded
         if stale.is_dir() and stale.parent.name in DATASETS and stale not in expected:

@@ -74,8 +74,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = section(params, "pretrain_grounding", args.params)
     model_params = section(params, "model", args.params)
     if not uses_this_stage(model_params, args.out):
-        summary = {"trained": False, "reason": f"model.init.grounding = {model_params.get('init', {}).get('grounding')!r}"
-                   f" does not name {args.out / OUTPUT_NAME}"}
+        summary = {
+            "trained": False,
+            "reason": f"model.init.grounding = {model_params.get('init', {}).get('grounding')!r}"
+            f" does not name {args.out / OUTPUT_NAME}",
+        }
         with atomic_path(args.out, is_dir=True) as tmp:
             write_json(tmp / "summary.json", summary)
         print(f"pretrain_grounding: not used ({summary['reason']}); nothing trained")
@@ -91,12 +94,17 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     train_pool = grounding_frames(settings.seed, "train", int(cfg["train_clips"]), int(cfg["frames_per_clip"]), scene)
     val_pool = grounding_frames(settings.seed, "val", int(cfg["val_clips"]), int(cfg["frames_per_clip"]), scene)
-    print(f"pretrain_grounding: {len(train_pool)} training samples on {len(train_pool.frames)} frames, "
-          f"{len(val_pool)} held-out samples ({time.perf_counter() - start:.0f} s to generate)")
+    print(
+        f"pretrain_grounding: {len(train_pool)} training samples on {len(train_pool.frames)} frames, "
+        f"{len(val_pool)} held-out samples ({time.perf_counter() - start:.0f} s to generate)"
+    )
 
     with atomic_path(args.out, is_dir=True) as tmp:
-        tokenizer = build_tokenizer(training_sentences(args.normalized), tmp / "tokenizer",
-                                    vocab_size=int(model_params["backbones"]["text"]["tokenizer_vocab_size"]))
+        tokenizer = build_tokenizer(
+            training_sentences(args.normalized),
+            tmp / "tokenizer",
+            vocab_size=int(model_params["backbones"]["text"]["tokenizer_vocab_size"]),
+        )
         torch.manual_seed(settings.seed)
         model = build_cgstvg({**model_params, **overrides}, tokenizer)
         # Only what MDETR has trains (and is written out): the rest, motion included (its tokens are zeros here),
@@ -107,9 +115,13 @@ def main(argv: list[str] | None = None) -> dict:
 
         def log(row: dict) -> None:
             if "val_iou" in row:
-                print(f"pretrain_grounding: step {row['step']}/{settings.steps} loss {row['loss']:.3f} "
-                      f"held-out IoU {row['val_iou']:.3f} (IoU>0.5: {row['val_iou@0.5']:.3f}) "
-                      f"{row['seconds']:.0f} s", file=sys.stderr, flush=True)
+                print(
+                    f"pretrain_grounding: step {row['step']}/{settings.steps} loss {row['loss']:.3f} "
+                    f"held-out IoU {row['val_iou']:.3f} (IoU>0.5: {row['val_iou@0.5']:.3f}) "
+                    f"{row['seconds']:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         rows = pretrain_grounding(model, train_pool, val_pool, settings, log=log)
         state, _ = to_mdetr_state_dict({k: v.detach().contiguous() for k, v in model.state_dict().items()})
@@ -123,15 +135,22 @@ def main(argv: list[str] | None = None) -> dict:
         (tmp / "curve.csv").write_text(text.getvalue())
         evals = [r for r in rows if "val_iou" in r]
         summary = {
-            "trained": True, "steps": settings.steps, "frames_per_step": settings.frames,
-            "train_samples": len(train_pool), "train_frames": int(len(train_pool.frames)),
-            "val_samples": len(val_pool), "seconds": round(time.perf_counter() - start, 1),
-            "val_iou": evals[-1]["val_iou"], "val_iou@0.5": evals[-1]["val_iou@0.5"],
+            "trained": True,
+            "steps": settings.steps,
+            "frames_per_step": settings.frames,
+            "train_samples": len(train_pool),
+            "train_frames": int(len(train_pool.frames)),
+            "val_samples": len(val_pool),
+            "seconds": round(time.perf_counter() - start, 1),
+            "val_iou": evals[-1]["val_iou"],
+            "val_iou@0.5": evals[-1]["val_iou@0.5"],
             "mdetr_keys": len(state),
         }
         write_json(tmp / "summary.json", summary)
-    print(f"pretrain_grounding: {settings.steps} steps, held-out IoU {summary['val_iou']:.3f}; "
-          f"wrote {args.out / OUTPUT_NAME}")
+    print(
+        f"pretrain_grounding: {settings.steps} steps, held-out IoU {summary['val_iou']:.3f}; "
+        f"wrote {args.out / OUTPUT_NAME}"
+    )
     return summary
 
 

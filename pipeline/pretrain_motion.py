@@ -63,15 +63,21 @@ def main(argv: list[str] | None = None) -> dict:
     train_pool = action_windows(settings.seed, "train", int(cfg["train_clips"]), window, scene)
     val_pool = action_windows(settings.seed, "val", int(cfg["val_clips"]), window, scene)
     counts = {c: int((train_pool.labels == i).sum()) for i, c in enumerate(ACTION_CLASSES)}
-    print(f"pretrain_motion: {len(train_pool)} training windows {counts}, {len(val_pool)} held out "
-          f"({time.perf_counter() - start:.0f} s to generate)")
+    print(
+        f"pretrain_motion: {len(train_pool)} training windows {counts}, {len(val_pool)} held out "
+        f"({time.perf_counter() - start:.0f} s to generate)"
+    )
     torch.manual_seed(settings.seed)
     backbone = build_motion(model_params["backbones"]["motion"], f"{args.params}:model.backbones.motion")
 
     def log(row: dict) -> None:
         if "val_accuracy" in row:
-            print(f"pretrain_motion: step {row['step']}/{settings.steps} loss {row['loss']:.3f} "
-                  f"held-out accuracy {row['val_accuracy']:.3f} {row['seconds']:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"pretrain_motion: step {row['step']}/{settings.steps} loss {row['loss']:.3f} "
+                f"held-out accuracy {row['val_accuracy']:.3f} {row['seconds']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     rows = pretrain_motion(backbone, train_pool, val_pool, settings, log=log)
     state = to_kinetics_swin_state_dict({k: v.detach().contiguous() for k, v in backbone.state_dict().items()})
@@ -79,18 +85,26 @@ def main(argv: list[str] | None = None) -> dict:
     writer = csv.DictWriter(text, ["step", "loss", "lr", "seconds", "val_accuracy"], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    summary = {"trained": True, "steps": settings.steps, "train_windows": len(train_pool),
-               "val_windows": len(val_pool), "window": window, "classes": list(ACTION_CLASSES),
-               "chance_accuracy": round(max(counts.values()) / len(train_pool), 4),
-               "val_accuracy": [r for r in rows if "val_accuracy" in r][-1]["val_accuracy"],
-               "seconds": round(time.perf_counter() - start, 1)}
+    summary = {
+        "trained": True,
+        "steps": settings.steps,
+        "train_windows": len(train_pool),
+        "val_windows": len(val_pool),
+        "window": window,
+        "classes": list(ACTION_CLASSES),
+        "chance_accuracy": round(max(counts.values()) / len(train_pool), 4),
+        "val_accuracy": [r for r in rows if "val_accuracy" in r][-1]["val_accuracy"],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     with atomic_path(args.out, is_dir=True) as tmp:
         with open(tmp / OUTPUT_NAME, "wb") as f:  # a file object: the same weights give the same bytes
             torch.save({"state_dict": state}, f)
         (tmp / "curve.csv").write_text(text.getvalue())
         write_json(tmp / "summary.json", summary)
-    print(f"pretrain_motion: {settings.steps} steps, held-out accuracy {summary['val_accuracy']:.3f} "
-          f"(majority class {summary['chance_accuracy']:.3f}); wrote {args.out / OUTPUT_NAME}")
+    print(
+        f"pretrain_motion: {settings.steps} steps, held-out accuracy {summary['val_accuracy']:.3f} "
+        f"(majority class {summary['chance_accuracy']:.3f}); wrote {args.out / OUTPUT_NAME}"
+    )
     return summary
 
 

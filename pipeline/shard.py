@@ -38,12 +38,16 @@ def shard(normalized: Path, raw_root: Path, out: Path, cfg: ShardConfig, *, prog
         raise FileNotFoundError(f"{normalized}: no <dataset>/<split>.parquet tables (datasets: {', '.join(DATASETS)})")
     summary = {}
     for dataset, split, path in tables:
-        manifest = write_split(pq.read_table(path), raw_root, out / dataset / split, cfg, progress=progress,
-                               mapper=mapper)
+        manifest = write_split(
+            pq.read_table(path), raw_root, out / dataset / split, cfg, progress=progress, mapper=mapper
+        )
         summary[f"{dataset}/{split}"] = {k: manifest[k] for k in ("samples", "rejected", "bytes")} | {
-            "shards": len(manifest["shards"])}
-        print(f"shard: {dataset}/{split}: {manifest['samples']} samples in {len(manifest['shards'])} shards, "
-              f"{manifest['rejected']} rejected, {manifest['bytes'] / 2**20:.1f} MiB")
+            "shards": len(manifest["shards"])
+        }
+        print(
+            f"shard: {dataset}/{split}: {manifest['samples']} samples in {len(manifest['shards'])} shards, "
+            f"{manifest['rejected']} rejected, {manifest['bytes'] / 2**20:.1f} MiB"
+        )
     expected = {out / d / s for d, s, _ in tables}
     for stale in out.glob("*/*"):  # the stage owns `out`: drop splits whose table is gone
         if stale.is_dir() and stale not in expected:

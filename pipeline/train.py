@@ -50,8 +50,9 @@ NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers
 def build_training_model(params: dict, features_dir: Path, where) -> tuple[BatchModel, tuple[str, ...]]:
     """The seeded model with the frozen backbone weights of `extract`; returns it and the cached feature names."""
     if not (features_dir / "frozen_backbones.safetensors").is_file():
-        raise FileNotFoundError(f"{features_dir}: no `extract` output (frozen_backbones.safetensors); "
-                                "run `extract` first")
+        raise FileNotFoundError(
+            f"{features_dir}: no `extract` output (frozen_backbones.safetensors); run `extract` first"
+        )
     mode = input_mode(params, where)
     names = cached_features(mode)
     tokenizer = features_dir / "tokenizer"
@@ -81,8 +82,10 @@ def init_grounding(model: torch.nn.Module, model_params: dict, tokenizer: Path) 
     if own.is_dir():
         for name in ("vocab.json", "merges.txt"):
             if not tokenizer.is_dir() or (own / name).read_bytes() != (tokenizer / name).read_bytes():
-                raise ValueError(f"{path}: its tokenizer ({own}) differs from the training one ({tokenizer}); "
-                                 "rerun `pretrain_grounding` (dvc repro) after changing the training sentences")
+                raise ValueError(
+                    f"{path}: its tokenizer ({own}) differs from the training one ({tokenizer}); "
+                    "rerun `pretrain_grounding` (dvc repro) after changing the training sentences"
+                )
     print(f"train: initialised {len(report.mapped)} tensors from {path} ({len(report.dropped)} left out)")
 
 
@@ -96,8 +99,11 @@ def make_loss_fn(criterion: CGSTVGCriterion, num_stages: int, device: torch.devi
         total = criterion.weighted_total(losses, num_stages)
         terms = {}
         for base in LOSS_NAMES:
-            parts = [weights[k] * v for k, v in losses.items()
-                     if (k == base or k.startswith(base + "_")) and weights.get(k, 0.0) != 0.0]
+            parts = [
+                weights[k] * v
+                for k, v in losses.items()
+                if (k == base or k.startswith(base + "_")) and weights.get(k, 0.0) != 0.0
+            ]
             if parts:
                 terms[base] = torch.stack([p.float() for p in parts]).sum()
         return total, terms
@@ -136,33 +142,50 @@ def main(argv: list[str] | None = None) -> dict:
         split_dir = args.shards / dataset / split
         model, names = build_training_model(params, args.features, args.params)
         loader = FeatureShardLoader(
-            split_dir, args.features / dataset / split, features=names, batch_size=int(cfg["batch_size"]),
-            train=True, num_workers=int(cfg.get("workers", 0)),
+            split_dir,
+            args.features / dataset / split,
+            features=names,
+            batch_size=int(cfg["batch_size"]),
+            train=True,
+            num_workers=int(cfg.get("workers", 0)),
             shuffle_buffer=int(section(params, "shard", args.params)["loader"]["shuffle_buffer"]),
-            augment=TrainAugment.from_params(params["shard"]["loader"]), seed=seed,
+            augment=TrainAugment.from_params(params["shard"]["loader"]),
+            seed=seed,
         )
         steps_per_epoch = len(loader)
         epochs = int(cfg["epochs"])
         total = epochs * steps_per_epoch
         sched = cfg["schedule"]
         settings = TrainSettings(
-            epochs=epochs, steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
             warmup_steps=round(float(sched["warmup_fraction"]) * total),
             milestones=tuple(int(e * steps_per_epoch) for e in sched["milestones_epochs"]),
-            gamma=float(sched["gamma"]), weight_decay=float(cfg["optim"]["weight_decay"]),
-            grad_clip=float(cfg["grad_clip"]), ema_decay=float(cfg["ema_decay"]), amp=bool(cfg["amp"]),
-            amp_dtype=str(cfg["amp_dtype"]), checkpoint_every=int(cfg["checkpoint_every"]),
-            keep_checkpoints=int(cfg["keep_checkpoints"]), log_every=int(cfg["log_every"]), seed=seed,
+            gamma=float(sched["gamma"]),
+            weight_decay=float(cfg["optim"]["weight_decay"]),
+            grad_clip=float(cfg["grad_clip"]),
+            ema_decay=float(cfg["ema_decay"]),
+            amp=bool(cfg["amp"]),
+            amp_dtype=str(cfg["amp_dtype"]),
+            checkpoint_every=int(cfg["checkpoint_every"]),
+            keep_checkpoints=int(cfg["keep_checkpoints"]),
+            log_every=int(cfg["log_every"]),
+            seed=seed,
             find_unused_parameters=env.is_distributed,
         )
         loss_params = dict(model_params.get("loss", {}))
         criterion = CGSTVGCriterion(**loss_params)
-        fp = fingerprint({
-            "model": model_params, "train": {k: v for k, v in cfg.items() if k not in NON_RESULT_KEYS},
-            "loader": params["shard"]["loader"], "seed": seed, "world_size": env.world_size,
-            "shards": _manifest_digest(split_dir / "manifest.json"),
-            "features": _manifest_digest(args.features / dataset / split / "manifest.json"),
-        })
+        fp = fingerprint(
+            {
+                "model": model_params,
+                "train": {k: v for k, v in cfg.items() if k not in NON_RESULT_KEYS},
+                "loader": params["shard"]["loader"],
+                "seed": seed,
+                "world_size": env.world_size,
+                "shards": _manifest_digest(split_dir / "manifest.json"),
+                "features": _manifest_digest(args.features / dataset / split / "manifest.json"),
+            }
+        )
 
         def batches(epoch: int, skip: int):
             loader.set_epoch(epoch)
@@ -172,17 +195,31 @@ def main(argv: list[str] | None = None) -> dict:
             return it
 
         result = train(
-            model, group_specs_from_params(cfg["optim"]),
-            make_loss_fn(criterion, model.head.cfg.dec_layers, env.device), batches, settings, env,
-            args.out / "checkpoints", fp,
-            loss_csv=args.out / "plots" / "loss.csv", lr_csv=args.out / "plots" / "lr.csv",
+            model,
+            group_specs_from_params(cfg["optim"]),
+            make_loss_fn(criterion, model.head.cfg.dec_layers, env.device),
+            batches,
+            settings,
+            env,
+            args.out / "checkpoints",
+            fp,
+            loss_csv=args.out / "plots" / "loss.csv",
+            lr_csv=args.out / "plots" / "lr.csv",
             progress=bool(cfg.get("progress", sys.stderr.isatty())),
         )
         summary = {
-            "dataset": dataset, "split": split, "input": input_mode(params, args.params), "steps": result.step,
-            "epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch_size": int(cfg["batch_size"]),
-            "world_size": env.world_size, "device": env.device.type, "resumed_from": result.resumed_from,
-            "steps_run": result.steps_run, "seconds": round(result.seconds, 1),
+            "dataset": dataset,
+            "split": split,
+            "input": input_mode(params, args.params),
+            "steps": result.step,
+            "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": int(cfg["batch_size"]),
+            "world_size": env.world_size,
+            "device": env.device.type,
+            "resumed_from": result.resumed_from,
+            "steps_run": result.steps_run,
+            "seconds": round(result.seconds, 1),
             "seconds_per_step": round(result.seconds / max(1, result.steps_run), 4),
             "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "params_total": sum(p.numel() for p in model.parameters()),
@@ -191,14 +228,19 @@ def main(argv: list[str] | None = None) -> dict:
         if env.is_main:
             tokenizer = args.features / "tokenizer"
             save_grounding_checkpoint(
-                args.out / "model.pt", result.ema.module.state_dict(),
-                GroundingParams.from_params_yaml(params, dataset, protocol=ground_protocol(params),
-                                                 where=str(args.params)),
-                tokenizer if tokenizer.is_dir() else None, step=result.step,
+                args.out / "model.pt",
+                result.ema.module.state_dict(),
+                GroundingParams.from_params_yaml(
+                    params, dataset, protocol=ground_protocol(params), where=str(args.params)
+                ),
+                tokenizer if tokenizer.is_dir() else None,
+                step=result.step,
             )
             write_json(args.out / "summary.json", summary)
-            print(f"train: {result.step} steps ({result.steps_run} run now, {summary['seconds_per_step']} s/step), "
-                  f"final loss {summary['final_loss']:.4f}; wrote {args.out / 'model.pt'}")
+            print(
+                f"train: {result.step} steps ({result.steps_run} run now, {summary['seconds_per_step']} s/step), "
+                f"final loss {summary['final_loss']:.4f}; wrote {args.out / 'model.pt'}"
+            )
         return summary
     finally:
         shutdown_distributed()

@@ -16,8 +16,11 @@ GIT_ID = ["-c", "user.name=cgstvg-test", "-c", "user.email=cgstvg-test@localhost
 # Two pairs per split: enough for every stage to see every dataset and split, and quick to synthesize.
 TINY_CLIPS = [
     f"synthesize.clips.{dataset}.{split}=2"
-    for dataset, splits in {"hcstvg_v1": ("train", "test"), "hcstvg_v2": ("train", "val"),
-                            "vidstg": ("train", "val", "test")}.items()
+    for dataset, splits in {
+        "hcstvg_v1": ("train", "test"),
+        "hcstvg_v2": ("train", "val"),
+        "vidstg": ("train", "val", "test"),
+    }.items()
     for split in splits
 ]
 
@@ -25,7 +28,7 @@ TINY_CLIPS = [
 # `dvc metrics diff HEAD` has a baseline once the test commits it.
 PAIRS_STAGE = {
     "cmd": (
-        "python -c \"import glob, json, os, pyarrow.parquet as pq; "
+        'python -c "import glob, json, os, pyarrow.parquet as pq; '
         "os.makedirs('metrics', exist_ok=True); "
         "n = sum(pq.read_metadata(p).num_rows for p in glob.glob('outputs/normalize/*/*.parquet')); "
         "json.dump({'pairs': n}, open('metrics/pairs.json', 'w'))\""
@@ -49,7 +52,10 @@ def copy_checkout(dest: Path) -> Path:
     with TINY_CLIPS applied and the `pairs` metrics stage added; one commit."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, check=True, capture_output=True, text=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     for rel in filter(None, listed.split("\0")):
         src = REPO / rel

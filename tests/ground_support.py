@@ -21,12 +21,23 @@ SENTENCE = "the blue square moves left"
 # 2 encoder + 3 decoder layers: the layer counts of the authors' head fixture, so its official key names cover
 # this head exactly (used to write a release-layout checkpoint of the same weights).
 TINY_MODEL = {
-    "d_model": 16, "heads": 2, "ffn_dim": 32, "enc_layers": 2, "dec_layers": 3, "context_heads": 2,
-    "context_ffn_dim": 32, "max_video_len": 20,
+    "d_model": 16,
+    "heads": 2,
+    "ffn_dim": 32,
+    "enc_layers": 2,
+    "dec_layers": 3,
+    "context_heads": 2,
+    "context_ffn_dim": 32,
+    "max_video_len": 20,
     "backbones": {
         "appearance": {"name": "small_cnn", "channels": [8, 16, 16]},
-        "motion": {"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "window_size": [2, 4, 4],
-                   "stochastic_depth_prob": 0.0},
+        "motion": {
+            "embed_dim": 8,
+            "depths": [1, 1],
+            "num_heads": [1, 2],
+            "window_size": [2, 4, 4],
+            "stochastic_depth_prob": 0.0,
+        },
         "text": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_positions": 34},
     },
 }
@@ -59,8 +70,9 @@ def make_tokenizer(directory: Path) -> Path:
 
 
 def make_checkpoint(path: Path, tokenizer_dir: Path, fixed_box: bool = False, **extra) -> Path:
-    return save_grounding_checkpoint(path, tiny_model(tokenizer_dir, fixed_box).state_dict(), TINY_PARAMS,
-                                     tokenizer_dir, **extra)
+    return save_grounding_checkpoint(
+        path, tiny_model(tokenizer_dir, fixed_box).state_dict(), TINY_PARAMS, tokenizer_dir, **extra
+    )
 
 
 def make_video(path: Path, frames: int = 24, fps: int = VIDEO_FPS, size_hw: tuple[int, int] = VIDEO_HW) -> Path:
@@ -74,7 +86,7 @@ def make_video(path: Path, frames: int = 24, fps: int = VIDEO_FPS, size_hw: tupl
         for i in range(frames):
             frame = rng.integers(70, 150, size=(h, w, 3), dtype=np.uint8)
             x = max(0, w - 20 - 2 * i)
-            frame[10:26, x:x + 16] = (40, 60, 200)
+            frame[10:26, x : x + 16] = (40, 60, 200)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
@@ -103,13 +115,13 @@ def release_state_dict(ours: dict[str, torch.Tensor], head_fixture: Path) -> dic
         if key == "head.time_table":  # the release stores its sine table as (rows, 1, d)
             out["ground_decoder.time_embed.te"] = value[:, None]
         elif key.startswith("head."):
-            out[official_head[key[len("head."):]]] = value
+            out[official_head[key[len("head.") :]]] = value
         elif key.startswith("appearance."):
-            out["vis_encoder.0.body." + key[len("appearance."):]] = value
+            out["vis_encoder.0.body." + key[len("appearance.") :]] = value
         elif key.startswith("motion."):
-            out["vid." + _official_swin_key(key[len("motion."):])] = value
+            out["vid." + _official_swin_key(key[len("motion.") :])] = value
         elif key.startswith("text.model."):
-            out["text_encoder.body." + key[len("text.model."):]] = value
+            out["text_encoder.body." + key[len("text.model.") :]] = value
         else:
             raise KeyError(key)
     return out

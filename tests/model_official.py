@@ -23,13 +23,13 @@ REGIME_FILES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture(name: str) -> dict[str, torch.Tensor]:
     """One safetensors file of head/ (inputs, shared_intermediates, state_dict or a regime file)."""
     return load_file(HEAD / f"{REGIME_FILES.get(name, name)}.safetensors")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def official_head_state_dict() -> dict[str, torch.Tensor]:
     """The official head weights (float32) with the dead parameters zero-filled, as the fixture README says."""
     sd = {k: v.float() for k, v in fixture("state_dict").items()}
@@ -44,9 +44,15 @@ def regime_config(regime: str) -> CGSTVGConfig:
     thetas = config["regimes"][REGIME_FILES[regime].removeprefix("regime_")]["thresholds"]
     train = regime == "c"
     return CGSTVGConfig(
-        heads=4, ffn_dim=128, enc_layers=2, dec_layers=3,
-        theta_s=thetas["SPAT_THETA"], theta_t=thetas["TEMP_THETA"], theta_s_gt=thetas["SPAT_GT_THETA"],
-        dropout=0.0 if train else 0.1, head_dropout=0.0 if train else 0.3,  # regime c: train mode, dropout 0
+        heads=4,
+        ffn_dim=128,
+        enc_layers=2,
+        dec_layers=3,
+        theta_s=thetas["SPAT_THETA"],
+        theta_t=thetas["TEMP_THETA"],
+        theta_s_gt=thetas["SPAT_GT_THETA"],
+        dropout=0.0 if train else 0.1,
+        head_dropout=0.0 if train else 0.3,  # regime c: train mode, dropout 0
     )
 
 
@@ -58,7 +64,7 @@ def fixture_targets() -> GroundingTargets:
     return GroundingTargets(boxes, gt)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_regime(regime: str) -> tuple[CGSTVGHead, CGSTVGOutput]:
     """Our head with the converted fixture weights, run on the fixture inputs as the regime prescribes."""
     torch.manual_seed(0)

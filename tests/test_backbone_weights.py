@@ -49,8 +49,16 @@ def _meta_backbones() -> nn.Module:
         model.text = nn.Module()
         c = ROBERTA_BASE
         model.text.model = RobertaModel(
-            roberta_config(c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
-                           c["intermediate_size"], c["max_position_embeddings"]), add_pooling_layer=False)
+            roberta_config(
+                c["vocab_size"],
+                c["hidden_size"],
+                c["num_hidden_layers"],
+                c["num_attention_heads"],
+                c["intermediate_size"],
+                c["max_position_embeddings"],
+            ),
+            add_pooling_layer=False,
+        )
     return model
 
 
@@ -62,8 +70,11 @@ def test_release_backbone_keys_load_strictly(release_entries):
     state = {k: _meta(shape, dtype) for k, shape, dtype in release_entries}
     ours = official_backbone_state_dict(state)
     dropped = sorted(k for k in state if official_backbone_key(k) is None)
-    assert dropped == ["text_encoder.body.embeddings.position_ids", "text_encoder.body.pooler.dense.bias",
-                       "text_encoder.body.pooler.dense.weight"]
+    assert dropped == [
+        "text_encoder.body.embeddings.position_ids",
+        "text_encoder.body.pooler.dense.bias",
+        "text_encoder.body.pooler.dense.weight",
+    ]
     assert all(any(k.startswith(p) for p in OFFICIAL_DROPPED) for k in dropped)
     model = _meta_backbones()
     model.load_state_dict(ours, strict=True, assign=True)  # every key of ours filled, shapes checked
@@ -75,8 +86,13 @@ def test_release_key_examples():
     assert official_backbone_key("vid.downsamples.1.norm.weight") == "motion.features.3.norm.weight"
     assert official_backbone_key("vid.patch_embed.proj.weight") == "motion.patch_embed.proj.weight"
     assert official_backbone_key("vis_encoder.0.body.layer3.4.bn2.running_var") == "appearance.layer3.4.bn2.running_var"
-    assert (official_backbone_key("text_encoder.body.encoder.layer.3.output.dense.weight", {
-        "appearance": "a.", "motion": "m.", "text": "lang."}) == "lang.model.encoder.layer.3.output.dense.weight")
+    assert (
+        official_backbone_key(
+            "text_encoder.body.encoder.layer.3.output.dense.weight",
+            {"appearance": "a.", "motion": "m.", "text": "lang."},
+        )
+        == "lang.model.encoder.layer.3.output.dense.weight"
+    )
     with pytest.raises(KeyError, match="not a release backbone key"):
         official_backbone_key("text_encoder.resizer.fc.weight")
 
@@ -86,19 +102,21 @@ def _mdetr_layout(release_entries):
     state = {}
     for key, shape, dtype in release_entries:
         if key.startswith("vis_encoder."):
-            state["backbone." + key[len("vis_encoder."):]] = _meta(shape, dtype)
+            state["backbone." + key[len("vis_encoder.") :]] = _meta(shape, dtype)
         elif key.startswith("text_encoder.body."):
-            state["transformer.text_encoder." + key[len("text_encoder.body."):]] = _meta(shape, dtype)
-    state.update({
-        "transformer.resizer.fc.weight": _meta((256, 768)),
-        "transformer.encoder.layers.0.self_attn.in_proj_weight": _meta((768, 256)),
-        "transformer.decoder.layers.0.cross_attn_image.in_proj_weight": _meta((768, 256)),
-        "input_proj.weight": _meta((256, 2048, 1, 1)),
-        "bbox_embed.layers.0.weight": _meta((256, 256)),
-        "query_embed.weight": _meta((100, 256)),
-        "class_embed.weight": _meta((256, 256)),
-        "contrastive_align_projection_image.weight": _meta((64, 256)),
-    })
+            state["transformer.text_encoder." + key[len("text_encoder.body.") :]] = _meta(shape, dtype)
+    state.update(
+        {
+            "transformer.resizer.fc.weight": _meta((256, 768)),
+            "transformer.encoder.layers.0.self_attn.in_proj_weight": _meta((768, 256)),
+            "transformer.decoder.layers.0.cross_attn_image.in_proj_weight": _meta((768, 256)),
+            "input_proj.weight": _meta((256, 2048, 1, 1)),
+            "bbox_embed.layers.0.weight": _meta((256, 256)),
+            "query_embed.weight": _meta((100, 256)),
+            "class_embed.weight": _meta((256, 256)),
+            "contrastive_align_projection_image.weight": _meta((64, 256)),
+        }
+    )
     return state
 
 
@@ -112,8 +130,7 @@ def test_mdetr_backbones_load_strictly(release_entries):
 def test_mdetr_key_renames_follow_the_release():
     expected = {
         "backbone.0.body.layer2.0.conv1.weight": "vis_encoder.0.body.layer2.0.conv1.weight",
-        "transformer.text_encoder.embeddings.word_embeddings.weight":
-            "text_encoder.body.embeddings.word_embeddings.weight",
+        "transformer.text_encoder.embeddings.word_embeddings.weight": "text_encoder.body.embeddings.word_embeddings.weight",  # noqa: E501
         "transformer.resizer.layer_norm.bias": "text_encoder.resizer.layer_norm.bias",
         "transformer.encoder.layers.5.linear2.weight": "ground_encoder.encoder.spatial_layers.5.linear2.weight",
         "transformer.decoder.layers.1.norm3.weight": "ground_decoder.decoder.layers.1.norm3.weight",
@@ -132,12 +149,18 @@ def _kinetics_layout(release_entries):
     for key, shape, dtype in release_entries:
         if not key.startswith("vid."):
             continue
-        key = "backbone." + re.sub(r"^downsamples\.(\d+)\.", r"layers.\1.downsample.", key[len("vid."):])
+        key = "backbone." + re.sub(r"^downsamples\.(\d+)\.", r"layers.\1.downsample.", key[len("vid.") :])
         state[key] = _meta(shape, dtype)
     torch.manual_seed(0)
     state["backbone.patch_embed.proj.weight"] = torch.randn(96, 3, 2, 4, 4)  # temporal patch 2
-    state.update({"backbone.norm.weight": _meta((768,)), "backbone.norm.bias": _meta((768,)),
-                  "cls_head.fc_cls.weight": _meta((400, 768)), "cls_head.fc_cls.bias": _meta((400,))})
+    state.update(
+        {
+            "backbone.norm.weight": _meta((768,)),
+            "backbone.norm.bias": _meta((768,)),
+            "cls_head.fc_cls.weight": _meta((400, 768)),
+            "cls_head.fc_cls.bias": _meta((400,)),
+        }
+    )
     return state
 
 
@@ -150,7 +173,9 @@ def test_kinetics_swin_loads_strictly_with_the_time_summed_patch_kernel(release_
     summed = ours["patch_embed.proj.weight"]
     assert summed.shape == (96, 3, 1, 4, 4)
     # The converter sums the two kernel slices exactly as this reference does (one float32 add): bit-exact.
-    torch.testing.assert_close(summed, kinetics["backbone.patch_embed.proj.weight"].sum(2, keepdim=True), rtol=0, atol=0)
+    torch.testing.assert_close(
+        summed, kinetics["backbone.patch_embed.proj.weight"].sum(2, keepdim=True), rtol=0, atol=0
+    )
     # Why the sum: on frames repeated in pairs, the (2,4,4) kernel at temporal stride 2 equals the summed
     # (1,4,4) kernel on the frames themselves.
     frames = torch.randn(1, 3, 3, 8, 8)
@@ -172,7 +197,9 @@ def test_read_checkpoint_is_weights_only(tmp_path):
     torch.save({"model": weights, "args": argparse.Namespace(lr=1e-4, backbone="resnet101"), "epoch": 3}, path)
     state = state_dict_from(read_checkpoint(path), where=str(path))
     # A saved and reloaded tensor: bit-exact.
-    torch.testing.assert_close(state["backbone.0.body.conv1.weight"], weights["backbone.0.body.conv1.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        state["backbone.0.body.conv1.weight"], weights["backbone.0.body.conv1.weight"], rtol=0, atol=0
+    )
 
     save_file(weights, tmp_path / "w.safetensors")
     assert set(state_dict_from(read_checkpoint(tmp_path / "w.safetensors"))) == set(weights)

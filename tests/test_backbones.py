@@ -21,11 +21,18 @@ from tolerances import chain_atol
 # Fixture and conversion numerics: also run by .ci/run under other CPU capabilities and thread counts.
 pytestmark = pytest.mark.numerics
 
-SENTENCES = ["The red square moves left", "a blue circle is moving up", "the triangle that is green grows",
-             "a yellow square gets bigger", "the purple circle moves right", "a green triangle moves down"]
+SENTENCES = [
+    "The red square moves left",
+    "a blue circle is moving up",
+    "the triangle that is green grows",
+    "a yellow square gets bigger",
+    "the purple circle moves right",
+    "a green triangle moves down",
+]
 
 
 # --- appearance -------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name, channels", [("resnet18", 512), ("resnet34", 512)])
 def test_resnet_trunk_shape_and_release_freezing(name, channels):
@@ -45,6 +52,7 @@ def test_resnet_trunk_shape_and_release_freezing(name, channels):
 def test_resnet_trunk_layer3_and_no_training():
     net = ResNetTrunk("resnet18", last_layer="layer3", trainable=False)
     assert (net.out_channels, net.stride) == (256, 16) and not hasattr(net, "layer4")
+    assert list(net.parameters())
     assert not any(p.requires_grad for p in net.parameters())
 
 
@@ -54,8 +62,9 @@ def test_folded_batchnorm_chunks_and_channels_last_give_torchvisions_features():
     plain = ResNetTrunk("resnet18", fold_batchnorm=False, channels_last=False)
     with torch.no_grad():  # non-trivial frozen statistics, so that folding them matters
         for name, buf in plain.named_buffers():
-            buf.copy_(torch.rand_like(buf) + 0.5 if name.endswith(("running_var", "weight")) else
-                      torch.randn_like(buf) * 0.1)
+            buf.copy_(
+                torch.rand_like(buf) + 0.5 if name.endswith(("running_var", "weight")) else torch.randn_like(buf) * 0.1
+            )
     fast = ResNetTrunk("resnet18", frame_chunk=2, channels_last=True)  # fold_batchnorm=True by default
     fast.load_state_dict(plain.state_dict())
     expected = plain(frames)
@@ -102,6 +111,7 @@ def test_small_cnn_is_trainable_with_stride_16():
     out = net(frames)
     assert out.shape == (4, 64, 6, 8) and (net.out_channels, net.stride) == (64, 16)
     out.mean().backward()
+    assert list(net.parameters())
     assert all(p.grad is not None for p in net.parameters())
 
 
@@ -122,10 +132,18 @@ def test_downsample_mask_marks_padded_cells():
 
 # --- motion -----------------------------------------------------------------------------------------------------
 
+
 def _fixture_swin(fixtures_dir, **kwargs):
     config = json.loads((fixtures_dir / "vidswin" / "config.json").read_text())["config"]
-    net = VideoSwinBackbone(config["embed_dim"], config["depths"], config["num_heads"], config["patch_size"],
-                            config["window_size"], config["drop_path_rate"], **kwargs)
+    net = VideoSwinBackbone(
+        config["embed_dim"],
+        config["depths"],
+        config["num_heads"],
+        config["patch_size"],
+        config["window_size"],
+        config["drop_path_rate"],
+        **kwargs,
+    )
     state = {swin_key(k): v.float() for k, v in load_file(fixtures_dir / "vidswin" / "state_dict.safetensors").items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     # The fixture leaves out the relative_position_index buffers (the constructor computes them).
@@ -180,10 +198,10 @@ def test_motion_sdpa_attention_matches_in_chunks_and_batches(fixtures_dir):
 def test_motion_backbone_is_frozen_and_drop_path_follows_the_switch():
     parent = nn.Module()
     parent.quiet = build_motion({"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2]})
-    parent.release = build_motion({"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2],
-                                   "drop_path_in_train": True})
+    parent.release = build_motion({"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "drop_path_in_train": True})
     parent.train()
     assert not parent.quiet.training and parent.release.training
+    assert list(parent.parameters())
     assert not any(p.requires_grad for p in parent.parameters())
     frames = torch.randn(4, 3, 32, 32)
     assert parent.quiet(frames, 2).shape == (4, 16, 4, 4) and parent.quiet.stride == 8
@@ -204,6 +222,7 @@ def test_release_size_motion_backbone():
 
 
 # --- text -------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
@@ -226,8 +245,17 @@ def test_tokenizer_is_deterministic_and_roberta_compatible(tokenizer_dir, tmp_pa
 
 def test_text_encoder_pads_lower_cases_and_masks(tokenizer_dir):
     torch.manual_seed(0)
-    text = build_text({"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
-                       "max_positions": 40, "dropout": 0.0}, tokenizer_dir).eval()
+    text = build_text(
+        {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "intermediate_size": 64,
+            "max_positions": 40,
+            "dropout": 0.0,
+        },
+        tokenizer_dir,
+    ).eval()
     assert text.out_channels == 32 and getattr(text.model, "pooler", None) is None
     with torch.no_grad():
         feats, pad = text(["The RED square moves left", "a circle"])
@@ -257,8 +285,14 @@ def test_text_encoder_trains_and_needs_a_tokenizer(tokenizer_dir):
 
 
 def test_text_encoder_loads_a_local_pretrained_directory(tokenizer_dir, tmp_path):
-    cfg = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_positions": 20,
-           "dropout": 0.0}
+    cfg = {
+        "hidden_size": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "intermediate_size": 32,
+        "max_positions": 20,
+        "dropout": 0.0,
+    }
     saved = build_text(cfg, tokenizer_dir).eval()
     saved.model.save_pretrained(tmp_path / "roberta")
     loaded = build_text({"pretrained_dir": str(tmp_path / "roberta")}, tokenizer_dir).eval()
@@ -277,4 +311,7 @@ def test_params_yaml_backbones_share_one_grid(tokenizer_dir):
         words, _ = text(SENTENCES[:2])
     assert app.shape[-2:] == mot.shape[-2:] == (6, 8) and appearance.stride == motion.stride == 16
     assert (app.shape[1], mot.shape[1], words.shape[-1]) == (
-        appearance.out_channels, motion.out_channels, text.out_channels)
+        appearance.out_channels,
+        motion.out_channels,
+        text.out_channels,
+    )

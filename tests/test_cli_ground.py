@@ -12,24 +12,26 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ground_support import BOX_CXCYWH, SENTENCE, TINY_PARAMS, VIDEO_FPS, VIDEO_HW, make_checkpoint, make_tokenizer, \
-    make_video
 
 from cgstvg.cli import main
 from cgstvg.inference.checkpoint import load_grounding_model
 from cgstvg.inference.ground import ground
 from cgstvg.visualize import PRED_COLOR
+from ground_support import (
+    BOX_CXCYWH,
+    SENTENCE,
+    TINY_PARAMS,
+    VIDEO_FPS,
+    VIDEO_HW,
+    make_checkpoint,
+    make_tokenizer,
+    make_video,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model runs 10x faster on one thread than on two busy ones.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +48,20 @@ def files(tmp_path_factory):
 
 
 def _ground(files, *extra, ckpt="ckpt", video=None, text=SENTENCE):
-    return main(["ground", "--video", str(video or files["video"]), "--text", text, "--checkpoint",
-                 str(files[ckpt]), "--device", "cpu", *extra])
+    return main(
+        [
+            "ground",
+            "--video",
+            str(video or files["video"]),
+            "--text",
+            text,
+            "--checkpoint",
+            str(files[ckpt]),
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 def _error_line(capsys) -> str:
@@ -65,8 +79,14 @@ def test_tube_json_schema(files, tmp_path, capsys):
     assert tube["sentence"] == SENTENCE
 
     h, w = VIDEO_HW
-    assert tube["video"] == {"path": str(files["video"]), "frames": 24, "fps": VIDEO_FPS, "height": h, "width": w,
-                             "duration_s": 3.0}
+    assert tube["video"] == {
+        "path": str(files["video"]),
+        "frames": 24,
+        "fps": VIDEO_FPS,
+        "height": h,
+        "width": w,
+        "duration_s": 3.0,
+    }
     sha = hashlib.sha256(files["ckpt"].read_bytes()).hexdigest()
     assert tube["checkpoint"] == {"path": str(files["ckpt"]), "sha256": sha, "layout": "cgstvg", "step": None}
 
@@ -82,8 +102,15 @@ def test_tube_json_schema(files, tmp_path, capsys):
 
     sampling = tube["sampling"]
     # hcstvg rule at 2 x 4 fps on an 8 fps video: every frame but the last (the release drops it); two passes.
-    assert sampling == {"policy": "hcstvg", "protocol": "two_pass", "passes": 2, "sampled_frames": 23,
-                        "frame_ids": list(range(23)), "model_input_hw": [48, 60], "capped": False}
+    assert sampling == {
+        "policy": "hcstvg",
+        "protocol": "two_pass",
+        "passes": 2,
+        "sampled_frames": 23,
+        "frame_ids": list(range(23)),
+        "model_input_hw": [48, 60],
+        "capped": False,
+    }
 
     boxes = tube["boxes"]
     assert [b["frame"] for b in boxes] == list(range(seg["start_frame"], seg["end_frame"] + 1))  # one per frame
@@ -125,6 +152,7 @@ def test_rendered_frames_carry_the_tube_boxes(files, tmp_path, suffix):
     cx, cy, bw, bh = BOX_CXCYWH
     expected = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
     boxes = {b["frame"]: b["box_xyxy"] for b in tube["boxes"]}
+    assert boxes  # so the loops below check some boxes
     for box in boxes.values():
         assert box == pytest.approx(expected, abs=1e-3)  # normalised box -> original pixels of the 80 x 64 video
 
@@ -145,22 +173,28 @@ def test_rendered_frames_carry_the_tube_boxes(files, tmp_path, suffix):
 
 def test_large_videos_render_scaled_down_with_the_boxes_scaled_too(files, tmp_path):
     render = tmp_path / "small.gif"
-    tube = ground(load_grounding_model(files["fixed"]), files["video"], SENTENCE, render=render,
-                  render_max_side=40).to_json()
+    tube = ground(
+        load_grounding_model(files["fixed"]), files["video"], SENTENCE, render=render, render_max_side=40
+    ).to_json()
     video = _read_video(render)
     h, w = VIDEO_HW[0] // 2, VIDEO_HW[1] // 2  # long side 80 -> 40
     assert video.shape[2] == w
     x1, y1, x2, y2 = (int(round(v / 2)) for v in tube["boxes"][0]["box_xyxy"])
     picture = video[tube["sampling"]["frame_ids"].index(tube["segment"]["start_frame"]), :h]
-    assert all(_red(picture[y, x]) for y, x in [((y1 + y2) // 2, x1), ((y1 + y2) // 2, x2 - 1), (y1, (x1 + x2) // 2),
-                                                 (y2 - 1, (x1 + x2) // 2)])
+    assert all(
+        _red(picture[y, x])
+        for y, x in [((y1 + y2) // 2, x1), ((y1 + y2) // 2, x2 - 1), (y1, (x1 + x2) // 2), (y2 - 1, (x1 + x2) // 2)]
+    )
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda d: d / "nope.mp4", "video not found"),
-    (lambda d: _write(d / "empty.mp4", b""), "cannot decode the video (the file is empty)"),
-    (lambda d: _write(d / "corrupt.mp4", b"not a video at all" * 64), "cannot decode the video"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda d: d / "nope.mp4", "video not found"),
+        (lambda d: _write(d / "empty.mp4", b""), "cannot decode the video (the file is empty)"),
+        (lambda d: _write(d / "corrupt.mp4", b"not a video at all" * 64), "cannot decode the video"),
+    ],
+)
 def test_bad_video_is_a_one_line_error(files, tmp_path, capsys, make, expected):
     video = make(tmp_path)
     assert _ground(files, video=video) == 1
@@ -194,10 +228,17 @@ def test_checkpoint_errors(files, tmp_path, capsys):
 
     state = torch.load(files["ckpt"], weights_only=True)
     torch.save({"model": state["model"]}, tmp_path / "bare.pt")  # weights without params
-    files = {**files, "bare": tmp_path / "bare.pt", "junk": _write(tmp_path / "junk.pt", b"\x00junk" * 99),
-             "absent": tmp_path / "absent.pt"}
-    for name, expected in [("bare", "carries no params"), ("junk", "cannot read the checkpoint"),
-                           ("absent", "checkpoint not found")]:
+    files = {
+        **files,
+        "bare": tmp_path / "bare.pt",
+        "junk": _write(tmp_path / "junk.pt", b"\x00junk" * 99),
+        "absent": tmp_path / "absent.pt",
+    }
+    for name, expected in [
+        ("bare", "carries no params"),
+        ("junk", "cannot read the checkpoint"),
+        ("absent", "checkpoint not found"),
+    ]:
         assert _ground(files, ckpt=name) == 1
         line = _error_line(capsys)
         assert str(files[name]) in line and expected in line
@@ -209,18 +250,24 @@ def test_batch_reports_failures_per_line_in_order(files, tmp_path, capsys):
     make_video(clips / "a.mp4", frames=16)
     _write(clips / "broken.mp4", b"")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("\n".join([
-        json.dumps({"video": "clips/a.mp4", "sentence": SENTENCE}),  # relative to the pairs file
-        json.dumps({"video": "clips/missing.mp4", "sentence": SENTENCE}),
-        "{not json",
-        "",  # blank lines are skipped
-        json.dumps({"video": "clips/a.mp4", "text": "  "}),
-        json.dumps({"video": "clips/broken.mp4", "sentence": SENTENCE}),
-        json.dumps({"video": str(files["video"]), "text": "a blue circle moves up"}),
-    ]) + "\n")
+    pairs.write_text(
+        "\n".join(
+            [
+                json.dumps({"video": "clips/a.mp4", "sentence": SENTENCE}),  # relative to the pairs file
+                json.dumps({"video": "clips/missing.mp4", "sentence": SENTENCE}),
+                "{not json",
+                "",  # blank lines are skipped
+                json.dumps({"video": "clips/a.mp4", "text": "  "}),
+                json.dumps({"video": "clips/broken.mp4", "sentence": SENTENCE}),
+                json.dumps({"video": str(files["video"]), "text": "a blue circle moves up"}),
+            ]
+        )
+        + "\n"
+    )
     out = tmp_path / "results.jsonl"
-    code = main(["ground", "--batch", str(pairs), "--checkpoint", str(files["ckpt"]), "--out", str(out),
-                 "--device", "cpu"])
+    code = main(
+        ["ground", "--batch", str(pairs), "--checkpoint", str(files["ckpt"]), "--out", str(out), "--device", "cpu"]
+    )
     assert code == 1  # some pairs failed
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in records] == [0, 1, 2, 3, 4, 5]
@@ -235,18 +282,43 @@ def test_batch_reports_failures_per_line_in_order(files, tmp_path, capsys):
     assert records[5]["sentence"] == "a blue circle moves up" and records[5]["video"]["frames"] == 24
     assert "2 of 6 pairs grounded, 4 failed" in capsys.readouterr().err
     # A CSV of good pairs: exit status 0.
-    (tmp_path / "pairs.csv").write_text(f"video,sentence\nclips/a.mp4,{SENTENCE}\n{files['video']},\"a, b\"\n")
-    code = main(["ground", "--batch", str(tmp_path / "pairs.csv"), "--checkpoint", str(files["ckpt"]), "--out",
-                 str(out), "--no-progress"])
+    (tmp_path / "pairs.csv").write_text(f'video,sentence\nclips/a.mp4,{SENTENCE}\n{files["video"]},"a, b"\n')
+    code = main(
+        [
+            "ground",
+            "--batch",
+            str(tmp_path / "pairs.csv"),
+            "--checkpoint",
+            str(files["ckpt"]),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["sentence"] for r in records] == [SENTENCE, "a, b"] and not any("error" in r for r in records)
 
 
 def test_console_script_exit_status_and_usage(files):
-    proc = subprocess.run([sys.executable, "-m", "cgstvg.cli", "ground", "--video", str(files["dir"] / "gone.mp4"),
-                           "--text", SENTENCE, "--checkpoint", str(files["ckpt"])],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cgstvg.cli",
+            "ground",
+            "--video",
+            str(files["dir"] / "gone.mp4"),
+            "--text",
+            SENTENCE,
+            "--checkpoint",
+            str(files["ckpt"]),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"cgstvg ground: error: {files['dir'] / 'gone.mp4'}: video not found"]
     with pytest.raises(SystemExit) as usage:

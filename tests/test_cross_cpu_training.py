@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 import torch
+
 from pipeline_support import REPO, prepare_shards, stage_command, tiny_params
 
 # 12 steps of float32 training: the first step's losses differ by float32 rounding of the forward op chain (about
@@ -48,15 +49,19 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() == "DEFAULT",
-                    reason="this CPU has no vector kernels to compare the scalar ones with")
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() == "DEFAULT",
+    reason="this CPU has no vector kernels to compare the scalar ones with",
+)
 def test_same_kernels_reproduce_bit_for_bit_other_kernels_within_float32_rounding(workdir):
     native = _losses(workdir, "native", None)
     again = _losses(workdir, "again", None)
     scalar = _losses(workdir, "scalar", "default")
     assert len(native) == 12
     assert native == again  # the same kernels: the same floats, step after step
-    assert (workdir / "native" / "train" / "model.pt").read_bytes() == (workdir / "again" / "train" / "model.pt").read_bytes()
+    assert (workdir / "native" / "train" / "model.pt").read_bytes() == (
+        workdir / "again" / "train" / "model.pt"
+    ).read_bytes()
     for a, b in zip(native, scalar, strict=True):
         assert abs(a - b) <= RELATIVE * abs(a), (a, b)
     ours = torch.load(workdir / "native" / "train" / "model.pt", weights_only=True)["model"]

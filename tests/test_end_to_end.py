@@ -8,9 +8,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pipeline_support import run_stage, tiny_params, write_params
 
 from cgstvg.inference.checkpoint import load_grounding_model
+from pipeline_support import run_stage, tiny_params, write_params
 
 STAGES = ("synthesize", "normalize", "shard", "extract", "train", "evaluate")
 METRIC_KEYS = {"m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU", "n"}

@@ -50,6 +50,7 @@ def test_param_groups_follow_prefixes_and_skip_frozen():
     assert ids["visual_backbone"] == {id(model.vis_encoder.weight), id(model.vis_encoder.bias)}
     assert ids["temporal_decoder"] == {id(p) for p in model.decoder["time"].parameters()}
     assert {id(p) for p in model.decoder["space"].parameters()} <= ids["rest"]
+    assert list(model.motion.parameters())
     assert not any(id(p) in s for s in ids.values() for p in model.motion.parameters())
     assert by_name["text_encoder"]["lr"] == 5e-5 and by_name["rest"]["weight_decay"] == 1e-4
 
@@ -145,8 +146,18 @@ def _loss(model, batch):
 
 
 def _settings(**kw):
-    base = dict(epochs=3, steps_per_epoch=STEPS_PER_EPOCH, warmup_steps=3, milestones=(12,), ema_decay=0.9,
-                grad_clip=1.0, checkpoint_every=4, log_every=2, keep_checkpoints=3, seed=7)
+    base = dict(
+        epochs=3,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        warmup_steps=3,
+        milestones=(12,),
+        ema_decay=0.9,
+        grad_clip=1.0,
+        checkpoint_every=4,
+        log_every=2,
+        keep_checkpoints=3,
+        seed=7,
+    )
     base.update(kw)
     return TrainSettings(**base)
 
@@ -154,9 +165,19 @@ def _settings(**kw):
 def _run(tmp_path, name, loss=_loss, **kw):
     torch.manual_seed(0)
     model = Toy()
-    return train(model, group_specs_from_params(OPTIM), loss, _batches, _settings(**kw),
-                 init_distributed("cpu"), tmp_path / name, fingerprint="fp",
-                 loss_csv=tmp_path / f"{name}_loss.csv", lr_csv=tmp_path / f"{name}_lr.csv", progress=False)
+    return train(
+        model,
+        group_specs_from_params(OPTIM),
+        loss,
+        _batches,
+        _settings(**kw),
+        init_distributed("cpu"),
+        tmp_path / name,
+        fingerprint="fp",
+        loss_csv=tmp_path / f"{name}_loss.csv",
+        lr_csv=tmp_path / f"{name}_lr.csv",
+        progress=False,
+    )
 
 
 class Crash(Exception):
@@ -194,8 +215,17 @@ def test_resume_after_a_crash_continues_the_same_run(tmp_path):
 def test_stale_checkpoints_are_not_resumed(tmp_path):
     _run(tmp_path, "a", epochs=1)
     torch.manual_seed(0)
-    other = train(Toy(), group_specs_from_params(OPTIM), _loss, _batches, _settings(epochs=1),
-                  init_distributed("cpu"), tmp_path / "a", fingerprint="changed", progress=False)
+    other = train(
+        Toy(),
+        group_specs_from_params(OPTIM),
+        _loss,
+        _batches,
+        _settings(epochs=1),
+        init_distributed("cpu"),
+        tmp_path / "a",
+        fingerprint="changed",
+        progress=False,
+    )
     assert other.resumed_from == 0 and other.steps_run == STEPS_PER_EPOCH
 
 
@@ -205,8 +235,17 @@ def test_short_epoch_is_an_error(tmp_path):
 
     torch.manual_seed(0)
     with pytest.raises(RuntimeError, match="yielded 5 batches"):
-        train(Toy(), group_specs_from_params(OPTIM), _loss, short, _settings(epochs=1),
-              init_distributed("cpu"), tmp_path / "s", fingerprint="fp", progress=False)
+        train(
+            Toy(),
+            group_specs_from_params(OPTIM),
+            _loss,
+            short,
+            _settings(epochs=1),
+            init_distributed("cpu"),
+            tmp_path / "s",
+            fingerprint="fp",
+            progress=False,
+        )
 
 
 def test_settings_validate():

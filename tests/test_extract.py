@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import random
 
 import numpy as np
 import pytest
 import torch
-from pipeline_support import run_stage, tiny_params, write_params
 
 from cgstvg.data.augment import TrainAugment
 from cgstvg.engine.feature_loader import CachedFeatureAugment, FeatureShardLoader
 from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_split, load_npy
 from cgstvg.model.motion import build_motion
+from pipeline_support import run_stage, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +58,7 @@ def test_resumed_extraction_equals_one_run(shards, tmp_path):
     extractor.shard_members = dying
     with pytest.raises(Interrupted):
         extract_split(shards / "test", tmp_path / "cut", extractor, "fp")
-    assert sorted(p.name for p in (tmp_path / "cut").glob("shard-*")) == ["shard-000000.done.json",
-                                                                        "shard-000000.tar"]
+    assert sorted(p.name for p in (tmp_path / "cut").glob("shard-*")) == ["shard-000000.done.json", "shard-000000.tar"]
     extractor.shard_members = real
     resumed = extract_split(shards / "test", tmp_path / "cut", extractor, "fp")
     assert resumed["reused_shards"] == 1
@@ -100,10 +98,16 @@ def test_cached_features_follow_the_crop_and_the_flip():
     frames = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 6).clone()
     frames[..., 0] = 200  # a bright left column, to see the flip
     motion = frames[:, :1].float()  # a "feature" that is the frame itself: (T, 1, 4, 6)
-    clip = {"frames": frames, "frame_ids": torch.arange(100, 100 + n), "actioness": torch.zeros(n),
-            "gt_indices": torch.tensor([4, 5, 6]), "boxes": torch.tensor([[0.25, 0.5, 0.1, 0.1]] * 3),
-            "sentence": "the red square moves left", "meta": {"sample_id": "s"},
-            "features": {"motion": motion, "text": torch.zeros(3, 2), "text.flipped": torch.ones(4, 2)}}
+    clip = {
+        "frames": frames,
+        "frame_ids": torch.arange(100, 100 + n),
+        "actioness": torch.zeros(n),
+        "gt_indices": torch.tensor([4, 5, 6]),
+        "boxes": torch.tensor([[0.25, 0.5, 0.1, 0.1]] * 3),
+        "sentence": "the red square moves left",
+        "meta": {"sample_id": "s"},
+        "features": {"motion": motion, "text": torch.zeros(3, 2), "text.flipped": torch.ones(4, 2)},
+    }
     aug = CachedFeatureAugment(TrainAugment(flip_prob=1.0, temporal_crop_prob=1.0, scales=()))
     out = aug(clip, random.Random(3))
     kept = out["frames"].shape[0]
@@ -144,6 +148,7 @@ def test_fanned_out_extract_writes_the_same_bytes(shards):
 
     import pipeline.extract as extract
     from cgstvg.data.shard_reader import read_manifest
+
     workdir = shards.parents[2]
     run_stage("extract", workdir, workdir / "params.yaml")  # the in-process run (reused if already there)
     plain = workdir / "out" / "extract" / "hcstvg_v1"

@@ -52,7 +52,9 @@ def checkout(tmp_path_factory) -> Path:
 def _artifacts(key: str, flow_run_id=None):
     runs = ArtifactFilterFlowRunId(any_=[flow_run_id]) if flow_run_id else None
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=runs))
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=runs)
+        )
 
 
 def _task_run_names(flow_run_id) -> list[str]:
@@ -69,8 +71,9 @@ def test_pipeline_flow_runs_stages_and_publishes_metrics_diff(checkout):
     assert first["stages"] == {"synthesize": "repro", "normalize": "repro", "shard": "fanout", "pairs": "repro"}
     lock = yaml.safe_load((checkout / "dvc.lock").read_text())
     assert set(stages) <= set(lock["stages"])
-    status = subprocess.run([DVC, "status", "--json", *stages], cwd=checkout, check=True, capture_output=True,
-                            text=True)
+    status = subprocess.run(
+        [DVC, "status", "--json", *stages], cwd=checkout, check=True, capture_output=True, text=True
+    )
     assert json.loads(status.stdout) == {}  # the fanned-out `shard` is recorded as if `dvc repro` had run it
     pairs = json.loads((checkout / "metrics/pairs.json").read_text())["pairs"]
     assert pairs > 0
@@ -88,8 +91,11 @@ def test_pipeline_flow_runs_stages_and_publishes_metrics_diff(checkout):
     git_commit_all(checkout, "baseline run")
     # Two more VidSTG test pairs, saved as a named experiment; `dvc repro pairs` pulls in the changed upstream.
     state = pipeline(
-        stages=["pairs"], overrides=["synthesize.clips.vidstg.test=4"], experiment="more-vidstg",
-        repo=str(checkout), return_state=True,
+        stages=["pairs"],
+        overrides=["synthesize.clips.vidstg.test=4"],
+        experiment="more-vidstg",
+        repo=str(checkout),
+        return_state=True,
     )
     second = state.result()
     now = sum(pq.read_metadata(p).num_rows for p in (checkout / "outputs/normalize").glob("*/*.parquet"))
@@ -97,8 +103,12 @@ def test_pipeline_flow_runs_stages_and_publishes_metrics_diff(checkout):
     assert second["metrics_diff"]["metrics/pairs.json"] == {"pairs": {"old": pairs, "new": now, "diff": now - pairs}}
     [artifact] = _artifacts(METRICS_ARTIFACT_KEY, state.state_details.flow_run_id)
     assert f"| metrics/pairs.json | pairs | {pairs} | {now} | +{now - pairs} |" in artifact.data
-    assert "more-vidstg" in subprocess.run([DVC, "exp", "list", "--name-only"], cwd=checkout, check=True,
-                                           capture_output=True, text=True).stdout.split()
+    assert (
+        "more-vidstg"
+        in subprocess.run(
+            [DVC, "exp", "list", "--name-only"], cwd=checkout, check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
 
 
 def test_sweep_flow_compares_experiments_in_one_table(checkout):
@@ -158,8 +168,13 @@ def test_fan_out_maps_chunks_over_the_task_runner_and_commits_the_stage(tmp_path
     repo = toy_repo(
         tmp_path / "repo",
         {"toy_fanout.py": FANOUT_STAGE},
-        {"squares": {"cmd": "python -m toy_fanout --n 10 --out out/squares.json", "deps": ["toy_fanout.py"],
-                     "outs": ["out/squares.json"]}},
+        {
+            "squares": {
+                "cmd": "python -m toy_fanout --n 10 --out out/squares.json",
+                "deps": ["toy_fanout.py"],
+                "outs": ["out/squares.json"],
+            }
+        },
         {"flows": {"fanout": ["squares"], "task_runner": runner, "workers": 2, "chunk_size": 3}},
     )
     # The flow imports the stage module; process and Dask workers import it again to unpickle `square`.
@@ -235,8 +250,9 @@ FLAKY_STAGE = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize(("message", "attempts"), [("OSError: [Errno 5] Input/output error", 2),
-                                                   ("ValueError: bad record in shard 3", 1)])
+@pytest.mark.parametrize(
+    ("message", "attempts"), [("OSError: [Errno 5] Input/output error", 2), ("ValueError: bad record in shard 3", 1)]
+)
 def test_stage_retries_transient_failures_only(tmp_path, message, attempts):
     repo = toy_repo(
         tmp_path / "repo",
@@ -255,8 +271,9 @@ def test_stage_retries_transient_failures_only(tmp_path, message, attempts):
 
 
 def test_metrics_diff_table_lists_old_new_and_change():
-    diff = {"outputs/evaluate/metrics.json": {"m_vIoU": {"old": 0.25, "new": 0.3, "diff": 0.05},
-                                              "vIoU@0.5": {"new": 0.2}}}
+    diff = {
+        "outputs/evaluate/metrics.json": {"m_vIoU": {"old": 0.25, "new": 0.3, "diff": 0.05}, "vIoU@0.5": {"new": 0.2}}
+    }
     table = metrics_diff_table(diff, "HEAD")
     assert "| file | metric | HEAD | this run | change |" in table
     assert "| outputs/evaluate/metrics.json | m_vIoU | 0.2500 | 0.3000 | +0.0500 |" in table
@@ -278,8 +295,17 @@ def test_transient_failures_are_told_from_deterministic_ones():
 
 def test_torchrun_argv_keeps_the_stage_command():
     single = torchrun_argv("python -m pipeline.train --shards outputs/shard", Torchrun(nproc_per_node=4), "run1")
-    assert single[1:] == ["-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=4", "--standalone",
-                          "-m", "pipeline.train", "--shards", "outputs/shard"]
+    assert single[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc-per-node=4",
+        "--standalone",
+        "-m",
+        "pipeline.train",
+        "--shards",
+        "outputs/shard",
+    ]
     multi = torchrun_argv("python -m pipeline.train", Torchrun(2, 3, "node0:29400"), "run1")
     assert "--rdzv-endpoint=node0:29400" in multi and "--nnodes=3" in multi and "--rdzv-id=run1" in multi
     with pytest.raises(ValueError, match="python -m"):
@@ -318,8 +344,12 @@ def test_gpu_job_template_renders_gpus_image_and_shared_memory():
 def test_prefect_yaml_deploys_existing_flows_to_the_two_pools():
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     pools = {d["name"]: d["work_pool"]["name"] for d in config["deployments"]}
-    assert pools == {"local-pipeline": "cgstvg-local", "local-sweep": "cgstvg-local",
-                     "gpu-pipeline": "cgstvg-gpu", "gpu-sweep": "cgstvg-gpu"}
+    assert pools == {
+        "local-pipeline": "cgstvg-local",
+        "local-sweep": "cgstvg-local",
+        "gpu-pipeline": "cgstvg-gpu",
+        "gpu-sweep": "cgstvg-gpu",
+    }
     for deployment in config["deployments"]:
         path, name = deployment["entrypoint"].split(":")
         assert f"def {name}(" in (REPO / path).read_text()

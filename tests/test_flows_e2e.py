@@ -64,8 +64,9 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 
 def _cli(args: list[str], repo: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run([PREFECT, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=180,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [PREFECT, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+    )
     assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -81,8 +82,10 @@ def test_deployed_pipeline_runs_on_a_local_server_and_publishes_metrics(tmp_path
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
         "PWD": str(repo),  # prefect.yaml's pull step: `{{ $PWD }}`, the checkout that deploys
-        "GIT_AUTHOR_NAME": "cgstvg-test", "GIT_AUTHOR_EMAIL": "cgstvg-test@localhost",
-        "GIT_COMMITTER_NAME": "cgstvg-test", "GIT_COMMITTER_EMAIL": "cgstvg-test@localhost",
+        "GIT_AUTHOR_NAME": "cgstvg-test",
+        "GIT_AUTHOR_EMAIL": "cgstvg-test@localhost",
+        "GIT_COMMITTER_NAME": "cgstvg-test",
+        "GIT_COMMITTER_EMAIL": "cgstvg-test@localhost",
     }
     server = worker = None
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
@@ -90,7 +93,11 @@ def test_deployed_pipeline_runs_on_a_local_server_and_publishes_metrics(tmp_path
         with open(server_log, "w") as log:
             server = subprocess.Popen(
                 [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         _wait_healthy(url, server, server_log)
 
@@ -105,7 +112,11 @@ def test_deployed_pipeline_runs_on_a_local_server_and_publishes_metrics(tmp_path
         with open(worker_log, "w") as log:
             worker = subprocess.Popen(
                 [PREFECT, "worker", "start", "--pool", "cgstvg-local", "--run-once"],
-                cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=repo,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
@@ -118,10 +129,12 @@ def test_deployed_pipeline_runs_on_a_local_server_and_publishes_metrics(tmp_path
             assert state is not None and state.is_completed(), (
                 f"flow run ended as {state!r}:\n{worker_log.read_text()[-4000:]}"
             )
-            [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[METRICS_ARTIFACT_KEY]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-            ))
+            [artifact] = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[METRICS_ARTIFACT_KEY]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                )
+            )
         pairs = json.loads((repo / "metrics/pairs.json").read_text())["pairs"]
         assert f"| metrics/pairs.json | pairs | — | {pairs} |" in artifact.data
         lock = yaml.safe_load((repo / "dvc.lock").read_text())

@@ -7,8 +7,6 @@ import json
 import pytest
 import torch
 import yaml
-from ground_support import SENTENCE, TINY_PARAMS, VIDEO_HW, make_checkpoint, make_tokenizer, make_video, \
-    release_state_dict, tiny_model
 from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
@@ -16,14 +14,18 @@ from cgstvg.cli import main
 from cgstvg.inference.checkpoint import GroundingParams, load_grounding_model
 from cgstvg.inference.errors import CheckpointError
 from cgstvg.inference.ground import ground
+from ground_support import (
+    SENTENCE,
+    TINY_PARAMS,
+    VIDEO_HW,
+    make_checkpoint,
+    make_tokenizer,
+    make_video,
+    release_state_dict,
+    tiny_model,
+)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,16 @@ def test_training_checkpoint_with_ema_and_params(files, tmp_path):
     state = torch.load(files["ckpt"], weights_only=True)
     train_ckpt = tmp_path / "step_00000040.pt"
     # The `train` stage's layout: model, model_ema (an AveragedModel state dict), step, plus params and tokenizer.
-    torch.save({"step": 40, "model": {k: torch.zeros_like(v) for k, v in model.state_dict().items()},
-                "model_ema": AveragedModel(model).state_dict(), "params": state["params"],
-                "tokenizer": state["tokenizer"]}, train_ckpt)
+    torch.save(
+        {
+            "step": 40,
+            "model": {k: torch.zeros_like(v) for k, v in model.state_dict().items()},
+            "model_ema": AveragedModel(model).state_dict(),
+            "params": state["params"],
+            "tokenizer": state["tokenizer"],
+        },
+        train_ckpt,
+    )
     loaded = load_grounding_model(train_ckpt)
     assert loaded.checkpoint["step"] == 40 and loaded.checkpoint["layout"] == "cgstvg"
     tube = ground(loaded, files["video"], SENTENCE).to_json()
@@ -91,9 +100,11 @@ def test_safetensors_with_params_in_metadata(files, tmp_path):
 def test_params_from_a_whole_params_yaml():
     params_yaml = {
         "normalize": {"datasets": ["hcstvg_v1", "vidstg"]},
-        "shard": {"policy": {"hcstvg_v1": "hcstvg", "vidstg": "vidstg"},
-                  "sampling": {"hcstvg_fps": 3.2, "vidstg_frames": 64, "fixed_frames": 64, "eval_multiplier": 2},
-                  "resize": {"mode": "release", "short_side": 420, "max_long_side": 700, "width_cap": 1.4}},
+        "shard": {
+            "policy": {"hcstvg_v1": "hcstvg", "vidstg": "vidstg"},
+            "sampling": {"hcstvg_fps": 3.2, "vidstg_frames": 64, "fixed_frames": 64, "eval_multiplier": 2},
+            "resize": {"mode": "release", "short_side": 420, "max_long_side": 700, "width_cap": 1.4},
+        },
         "model": TINY_PARAMS["model"],
         "evaluate": {"protocol": "single_pass"},
     }
@@ -116,8 +127,9 @@ def test_single_pass_samples_at_the_training_rate(files, tmp_path):
     tube = ground(_with_params(files, protocol="single_pass"), files["video"], SENTENCE).to_json()
     # 4 fps on an 8 fps video: every other frame of 0..22 (the rule drops the last frame), one pass.
     assert tube["sampling"]["passes"] == 1 and tube["sampling"]["frame_ids"] == list(range(0, 23, 2))
-    assert [b["frame"] for b in tube["boxes"]] == list(range(tube["segment"]["start_frame"],
-                                                              tube["segment"]["end_frame_exclusive"]))
+    assert [b["frame"] for b in tube["boxes"]] == list(
+        range(tube["segment"]["start_frame"], tube["segment"]["end_frame_exclusive"])
+    )
 
 
 def test_long_videos_are_thinned_to_the_time_table(files, tmp_path):

@@ -12,9 +12,15 @@ from cgstvg.data.shard_reader import ShardLoader
 from cgstvg.data.shard_writer import ShardConfig, write_split
 from video_samples import sample_row, write_video
 
-CFG = ShardConfig(policy={"hcstvg_v1": "hcstvg"},
-                  sampling={"hcstvg_fps": 3.2, "vidstg_frames": 8, "fixed_frames": 8, "eval_multiplier": 2},
-                  short_side=24, max_long_side=40, max_samples=2, min_shards=4, workers=0)
+CFG = ShardConfig(
+    policy={"hcstvg_v1": "hcstvg"},
+    sampling={"hcstvg_fps": 3.2, "vidstg_frames": 8, "fixed_frames": 8, "eval_multiplier": 2},
+    short_side=24,
+    max_long_side=40,
+    max_samples=2,
+    min_shards=4,
+    workers=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,7 @@ def test_batches_are_padded_with_masks_and_normalized_frames(shards):
         h, w = t["size"].tolist()
         assert (h, w) == ((24, 40) if t["sample_id"] in {"s00", "s03", "s06", "s09"} else (24, 32))
         assert pmask[i, :h, :w].all() and pmask[i].sum() == h * w
-        assert (frames[i, :, :, :, w:] == 0).all() and (frames[i, tmask[i].sum():] == 0).all()
+        assert (frames[i, :, :, :, w:] == 0).all() and (frames[i, tmask[i].sum() :] == 0).all()
         assert t["gt_indices"].tolist() == list(range(4, 11)) and t["start_index"] == 4 and t["end_index"] == 10
         assert t["boxes"].shape == (7, 4) and t["actioness"].sum() == 7
     # pixel values: the red channel of frame f is 8*f, after ImageNet normalization
@@ -88,10 +94,17 @@ def _clip(n=10, gt=(3, 6)):
     act = torch.zeros(n)
     act[gt_idx] = 1
     boxes = torch.tensor([[0.25, 0.5, 0.2, 0.4]]).repeat(len(gt_idx), 1)
-    return {"frames": frames, "frame_ids": torch.arange(100, 100 + n), "actioness": act, "gt_indices": gt_idx,
-            "boxes": boxes, "boxes_xyxy": torch.tensor([[10.0, 20.0, 30.0, 40.0]]).repeat(len(gt_idx), 1),
-            "orig_size": [60, 100], "sentence": "The Left man walks left, not right; bright leftovers stay.",
-            "meta": {}}
+    return {
+        "frames": frames,
+        "frame_ids": torch.arange(100, 100 + n),
+        "actioness": act,
+        "gt_indices": gt_idx,
+        "boxes": boxes,
+        "boxes_xyxy": torch.tensor([[10.0, 20.0, 30.0, 40.0]]).repeat(len(gt_idx), 1),
+        "orig_size": [60, 100],
+        "sentence": "The Left man walks left, not right; bright leftovers stay.",
+        "meta": {},
+    }
 
 
 def test_flip_mirrors_frames_and_boxes_and_swaps_left_right():

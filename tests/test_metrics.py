@@ -139,8 +139,9 @@ def test_strict_on_hand_computed_partial_overlap():
     # GT frames 4..7 (4 frames), prediction [6, 10): intersection {6, 7}, union [4, 10) = 6 frames.
     gt = np.array([[0, 0, 10, 10]] * 4, dtype=float)
     frames = np.arange(4, 10)
-    pred = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 5, 10], [0, 0, 1, 1], [0, 0, 1, 1]],
-                    dtype=float)  # IoU at frames 6, 7 = 1.0, 0.5
+    pred = np.array(
+        [[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 5, 10], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=float
+    )  # IoU at frames 6, 7 = 1.0, 0.5
     strict = score_video((4, 7), gt, (6, 10), frames, pred, protocol="strict")
     assert strict.tiou == 2 / 6
     assert strict.viou == (1.0 + 0.5) / 6

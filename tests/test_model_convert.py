@@ -28,7 +28,7 @@ pytestmark = pytest.mark.numerics
 KEYS = HEAD.parent / "keys" / "full_state_dict_keys.json"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layout() -> dict:
     return json.loads(KEYS.read_text())
 
@@ -38,7 +38,7 @@ def _official_meta() -> dict[str, torch.Tensor]:
     return {k: torch.empty(s, dtype=getattr(torch, d), device="meta") for k, s, d, _ in _layout()["entries"]}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _our_full_shapes() -> dict[str, tuple[int, ...]]:
     """State-dict shapes of our full model at the release's sizes, built on the meta device (no 238M floats)."""
     with torch.device("meta"):
@@ -47,9 +47,7 @@ def _our_full_shapes() -> dict[str, tuple[int, ...]]:
             "appearance.": ResNetTrunk("resnet101"),
             "motion.": VideoSwinBackbone(),
             "text.model.": RobertaModel(
-                roberta_config(
-                    ROBERTA_BASE["vocab_size"], 768, 12, 12, 3072, ROBERTA_BASE["max_position_embeddings"]
-                ),
+                roberta_config(ROBERTA_BASE["vocab_size"], 768, 12, 12, 3072, ROBERTA_BASE["max_position_embeddings"]),
                 add_pooling_layer=False,
             ),
         }

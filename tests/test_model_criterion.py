@@ -21,8 +21,9 @@ def _random_output(b: int, t: int, time_mask: torch.Tensor, seed: int = 0) -> CG
     def stage() -> StageOutput:
         centre = torch.rand(b, t, 2, generator=g) * 0.5 + 0.25
         boxes = torch.cat([centre, torch.rand(b, t, 2, generator=g) * 0.3 + 0.1], -1)
-        return StageOutput(boxes, torch.rand(b, t, generator=g) * 2, torch.randn(b, t, 2, generator=g),
-                           torch.randn(b, t, generator=g))
+        return StageOutput(
+            boxes, torch.rand(b, t, generator=g) * 2, torch.randn(b, t, 2, generator=g), torch.randn(b, t, generator=g)
+        )
 
     aux = [stage(), stage()]
     last = stage()
@@ -31,12 +32,22 @@ def _random_output(b: int, t: int, time_mask: torch.Tensor, seed: int = 0) -> CG
 
 def _video(out: CGSTVGOutput, targets: GroundingTargets, b: int, t: int):
     def cut(s: StageOutput) -> StageOutput:
-        return StageOutput(s.pred_boxes[b : b + 1, :t], s.boxes_conf[b : b + 1, :t], s.pred_sted[b : b + 1, :t],
-                           s.pred_actioness[b : b + 1, :t])
+        return StageOutput(
+            s.pred_boxes[b : b + 1, :t],
+            s.boxes_conf[b : b + 1, :t],
+            s.pred_sted[b : b + 1, :t],
+            s.pred_actioness[b : b + 1, :t],
+        )
 
     last = cut(out)
-    single = CGSTVGOutput(last.pred_boxes, last.boxes_conf, last.pred_sted, last.pred_actioness,
-                          torch.zeros(1, t, dtype=torch.bool), [cut(s) for s in out.aux_outputs])
+    single = CGSTVGOutput(
+        last.pred_boxes,
+        last.boxes_conf,
+        last.pred_sted,
+        last.pred_actioness,
+        torch.zeros(1, t, dtype=torch.bool),
+        [cut(s) for s in out.aux_outputs],
+    )
     return single, GroundingTargets(targets.boxes[b : b + 1, :t], targets.gt_mask[b : b + 1, :t])
 
 
@@ -71,14 +82,25 @@ def test_padded_frames_do_not_change_the_losses():
     pad = _random_output(1, 3, torch.ones(1, 3, dtype=torch.bool), seed=5)
 
     def cat(a: StageOutput, b: StageOutput) -> StageOutput:
-        return StageOutput(*(torch.cat([x, y], dim=1) for x, y in zip(
-            (a.pred_boxes, a.boxes_conf, a.pred_sted, a.pred_actioness),
-            (b.pred_boxes, b.boxes_conf, b.pred_sted, b.pred_actioness))))
+        return StageOutput(
+            *(
+                torch.cat([x, y], dim=1)
+                for x, y in zip(
+                    (a.pred_boxes, a.boxes_conf, a.pred_sted, a.pred_actioness),
+                    (b.pred_boxes, b.boxes_conf, b.pred_sted, b.pred_actioness),
+                )
+            )
+        )
 
     last = cat(out, pad)
-    padded = CGSTVGOutput(last.pred_boxes, last.boxes_conf, last.pred_sted, last.pred_actioness,
-                          torch.tensor([[False] * t + [True] * 3]),
-                          [cat(a, b) for a, b in zip(out.aux_outputs, pad.aux_outputs)])
+    padded = CGSTVGOutput(
+        last.pred_boxes,
+        last.boxes_conf,
+        last.pred_sted,
+        last.pred_actioness,
+        torch.tensor([[False] * t + [True] * 3]),
+        [cat(a, b) for a, b in zip(out.aux_outputs, pad.aux_outputs)],
+    )
     padded_gt = torch.cat([gt, torch.zeros(1, 3, dtype=torch.bool)], 1)
     padded_targets = GroundingTargets(torch.full((1, t + 3, 4), 0.3), padded_gt)
     got = criterion(padded, padded_targets)
@@ -91,7 +113,7 @@ def test_sted_loss_is_smallest_for_the_gaussian_target_itself():
     gt = torch.zeros(1, t, dtype=torch.bool)
     gt[0, 3:7] = True
     frames = torch.arange(t, dtype=torch.float32)
-    logits = torch.stack([-(frames - 3) ** 2 / (2 * sigma**2), -(frames - 6) ** 2 / (2 * sigma**2)], -1)[None]
+    logits = torch.stack([-((frames - 3) ** 2) / (2 * sigma**2), -((frames - 6) ** 2) / (2 * sigma**2)], -1)[None]
     targets = GroundingTargets(torch.full((1, t, 4), 0.3), gt)
 
     def sted(logit: torch.Tensor) -> float:
@@ -144,8 +166,9 @@ def test_post_processing_strict_start_before_end_and_padding():
 
 
 def test_post_processing_single_frame_video_and_clamping():
-    tube = post_process(torch.zeros(1, 1, 2), torch.tensor([[[0.05, 0.5, 0.2, 0.2]]]), torch.tensor([[7]]),
-                        torch.tensor([[10, 10]]))
+    tube = post_process(
+        torch.zeros(1, 1, 2), torch.tensor([[[0.05, 0.5, 0.2, 0.2]]]), torch.tensor([[7]]), torch.tensor([[10, 10]])
+    )
     assert tube.sted_frame_ids.tolist() == [[7, 8]] and tube.sted_frame_ids_inclusive.tolist() == [[7, 7]]
     assert tube.boxes_xyxy[0, 0, 0] == 0.0  # x1 = -0.5 px clamped
 
@@ -155,8 +178,9 @@ def test_conf_loss_target_gradient_switch(detach):
     t = 4
     boxes = torch.tensor([0.5, 0.5, 0.3, 0.3]).repeat(1, t, 1).requires_grad_()
     stage = StageOutput(boxes, torch.full((1, t), 0.5, requires_grad=True), torch.zeros(1, t, 2), torch.zeros(1, t))
-    out = CGSTVGOutput(boxes, stage.boxes_conf, stage.pred_sted, stage.pred_actioness,
-                       torch.zeros(1, t, dtype=torch.bool))
+    out = CGSTVGOutput(
+        boxes, stage.boxes_conf, stage.pred_sted, stage.pred_actioness, torch.zeros(1, t, dtype=torch.bool)
+    )
     targets = GroundingTargets(torch.tensor([0.55, 0.5, 0.3, 0.3]).repeat(1, t, 1), torch.ones(1, t, dtype=torch.bool))
     loss = CGSTVGCriterion(WEIGHTS, aux_loss=False, conf_target_detach=detach)(out, targets)["loss_conf"]
     (grad,) = torch.autograd.grad(loss, boxes, allow_unused=True)

@@ -56,8 +56,9 @@ def _ours(regime: str, name: str) -> torch.Tensor:
         stage = out.aux_outputs[int(parts[2])] if parts[1] == "aux_outputs" else out
         field = parts[-1]
         value = getattr(stage, field)
-        return {"pred_boxes": value[0], "boxes_conf": value[0], "pred_sted": value,
-                "pred_actioness": value[..., None]}[field]
+        return {"pred_boxes": value[0], "boxes_conf": value[0], "pred_sted": value, "pred_actioness": value[..., None]}[
+            field
+        ]
     key = name.removeprefix("int.")
     if key == "input_proj2_out":
         return rec["motion_proj_out"]

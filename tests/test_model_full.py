@@ -51,6 +51,7 @@ def test_full_model_on_frames_with_padding_and_training_step(model, model_sectio
     losses = criterion(out, targets)
     criterion.weighted_total(losses, model.head.cfg.dec_layers).backward()
     assert model.head.input_proj.weight.grad is not None
+    assert list(model.motion.parameters())
     assert all(p.grad is None for p in model.motion.parameters())  # frozen
 
     model.eval()

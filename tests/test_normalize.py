@@ -89,9 +89,7 @@ def box_at(tid: int, frame: int) -> dict:
 def vidor_file(frame_count: int = 40, tids=(0, 1), skip: dict | None = None, **extra) -> dict:
     """A VidOR box file with a box for every tid in every frame, except the (tid, frame) pairs in `skip`."""
     skip = skip or {}
-    trajectories = [
-        [box_at(tid, f) for tid in tids if f not in skip.get(tid, ())] for f in range(frame_count)
-    ]
+    trajectories = [[box_at(tid, f) for tid in tids if f not in skip.get(tid, ())] for f in range(frame_count)]
     return {"version": "VERSION 1.0", "frame_count": frame_count, "trajectories": trajectories, **extra}
 
 

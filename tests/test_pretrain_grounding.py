@@ -6,9 +6,9 @@ import copy
 import json
 
 import numpy as np
-import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 import yaml
 
@@ -21,17 +21,32 @@ from cgstvg.model.tokenizer import build_tokenizer
 from pipeline import pretrain_grounding as stage
 from pipeline.train import init_grounding
 
-
 SCENE = SceneConfig(frames=8, height=48, width=64, radius=(4.0, 6.0))
 SMALL_MODEL = {
     "backbones": {
         "appearance": {"name": "small_cnn", "channels": [8, 16, 16, 16]},
-        "motion": {"embed_dim": 8, "depths": [1, 1], "num_heads": [1, 2], "patch_size": [1, 8, 8],
-                   "window_size": [2, 2, 2]},
-        "text": {"tokenizer_vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2,
-                 "intermediate_size": 32, "max_positions": 40},
+        "motion": {
+            "embed_dim": 8,
+            "depths": [1, 1],
+            "num_heads": [1, 2],
+            "patch_size": [1, 8, 8],
+            "window_size": [2, 2, 2],
+        },
+        "text": {
+            "tokenizer_vocab_size": 300,
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 32,
+            "max_positions": 40,
+        },
     },
-    "d_model": 16, "heads": 2, "ffn_dim": 32, "enc_layers": 1, "dec_layers": 2, "context_heads": 2,
+    "d_model": 16,
+    "heads": 2,
+    "ffn_dim": 32,
+    "enc_layers": 1,
+    "dec_layers": 2,
+    "context_heads": 2,
     "context_ffn_dim": 32,
 }
 
@@ -53,6 +68,7 @@ def test_pool_frames_are_not_frames_of_the_stvg_clips():
     from cgstvg.data.synthetic.clip import make_clip
 
     pool = grounding_frames(0, "train", 3, 8, SCENE)
+    assert len(pool.frames) > 0
     for split in ("train", "test"):
         for i in range(3):
             clip = make_clip(0, "hcstvg_v1", split, i, SCENE)
@@ -69,9 +85,19 @@ def test_mdetr_layout_round_trips_through_the_mdetr_loader(tmp_path):
     assert any(k.startswith("transformer.decoder.layers.1.") for k in state) and "bbox_embed.layers.0.weight" in state
     # MDETR has no motion stream, temporal decoder, temporal heads, instance context or encoder output norm: those
     # (and only those) are left out.
-    assert any(k.startswith("motion.") for k in left_out) and any(k.startswith("head.temporal_decoder.") for k in left_out)
-    mdetr_less = ("motion.", "head.temporal_decoder.", "head.time_table", "head.motion_proj.", "head.encoder.norm.",
-                  "head.icr.", "head.sted_head.", "head.actioness_head.")
+    assert any(k.startswith("motion.") for k in left_out) and any(
+        k.startswith("head.temporal_decoder.") for k in left_out
+    )
+    mdetr_less = (
+        "motion.",
+        "head.temporal_decoder.",
+        "head.time_table",
+        "head.motion_proj.",
+        "head.encoder.norm.",
+        "head.icr.",
+        "head.sted_head.",
+        "head.actioness_head.",
+    )
     assert all(k.startswith(mdetr_less) or ".context_attn." in k for k in left_out)
     path = tmp_path / "mdetr.pth"
     torch.save({"model": state}, path)
@@ -83,8 +109,10 @@ def test_mdetr_layout_round_trips_through_the_mdetr_loader(tmp_path):
     for key, value in trained.state_dict().items():
         if key not in left_out:
             assert torch.equal(ours[key], value), key
-    assert not torch.equal(ours["head.temporal_decoder.layers.0.linear1.weight"],
-                           trained.state_dict()["head.temporal_decoder.layers.0.linear1.weight"])
+    assert not torch.equal(
+        ours["head.temporal_decoder.layers.0.linear1.weight"],
+        trained.state_dict()["head.temporal_decoder.layers.0.linear1.weight"],
+    )
 
 
 def test_mdetr_init_that_fits_nothing_is_refused(tmp_path):
@@ -109,8 +137,17 @@ def _params(tmp_path, init: str | None) -> dict:
     return {
         "synthesize": synth,
         "model": {**copy.deepcopy(SMALL_MODEL), "init": {"grounding": init}},
-        "pretrain_grounding": {"train_clips": 4, "val_clips": 2, "frames_per_clip": 2, "steps": 3, "frames": 4,
-                               "warmup_steps": 1, "eval_every": 2, "threads": 1, "model": {"context_mode": "none"}},
+        "pretrain_grounding": {
+            "train_clips": 4,
+            "val_clips": 2,
+            "frames_per_clip": 2,
+            "steps": 3,
+            "frames": 4,
+            "warmup_steps": 1,
+            "eval_every": 2,
+            "threads": 1,
+            "model": {"context_mode": "none"},
+        },
     }
 
 
@@ -154,7 +191,9 @@ def test_stage_trains_nothing_when_init_points_elsewhere(tmp_path):
     normalized, _ = _normalized(tmp_path)
     out = tmp_path / "pretrain_grounding"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(tmp_path, "data/mdetr_resnet101.pth")))
-    summary = stage.main(["--normalized", str(normalized), "--out", str(out), "--params", str(tmp_path / "params.yaml")])
+    summary = stage.main(
+        ["--normalized", str(normalized), "--out", str(out), "--params", str(tmp_path / "params.yaml")]
+    )
     assert not summary["trained"] and "data/mdetr_resnet101.pth" in summary["reason"]
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
     assert json.loads((out / "summary.json").read_text())["trained"] is False

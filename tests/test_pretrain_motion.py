@@ -26,6 +26,7 @@ def test_windows_are_deterministic_and_labelled_by_what_the_object_does():
     assert (a.labels > 0).any()  # some windows show an action
     # Rebuild clip 0's target track and check the label against the motion in its window.
     import dataclasses
+
     clip = make_clip(0, "pretrain_motion", "train", 0, dataclasses.replace(SCENE, min_objects=1, max_objects=1))
     assert len(clip.scene.objects) == 1
     obj = clip.scene.target_object
@@ -57,10 +58,20 @@ def test_kinetics_layout_round_trips_exactly(tmp_path):
 
 
 def _params(init):
-    return {"synthesize": {"frames": 16, "height": 48, "width": 64, "radius": [4.0, 6.0]},
-            "model": {"init": {"motion": init}, "backbones": {"motion": MOTION}},
-            "pretrain_motion": {"train_clips": 6, "val_clips": 3, "window": 4, "steps": 3, "batch": 4,
-                                "warmup_steps": 1, "eval_every": 2, "threads": 1}}
+    return {
+        "synthesize": {"frames": 16, "height": 48, "width": 64, "radius": [4.0, 6.0]},
+        "model": {"init": {"motion": init}, "backbones": {"motion": MOTION}},
+        "pretrain_motion": {
+            "train_clips": 6,
+            "val_clips": 3,
+            "window": 4,
+            "steps": 3,
+            "batch": 4,
+            "warmup_steps": 1,
+            "eval_every": 2,
+            "threads": 1,
+        },
+    }
 
 
 def test_stage_trains_and_writes_a_checkpoint_extract_can_load(tmp_path):
@@ -92,11 +103,11 @@ def test_relative_position_bias_trains_at_its_own_rate():
     torch.manual_seed(0)
     backbone = build_motion(MOTION)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    settings = MotionPretrainSettings(steps=1, batch=2, lr=1e-6, bias_lr=1e-1, warmup_steps=1, eval_every=1,
-                                      weight_decay=0.0)
+    settings = MotionPretrainSettings(
+        steps=1, batch=2, lr=1e-6, bias_lr=1e-1, warmup_steps=1, eval_every=1, weight_decay=0.0
+    )
     pretrain_motion(backbone, pool, pool, settings)
-    moved = {k: float((v - before[k]).abs().max()) for k, v in backbone.state_dict().items()
-             if v.is_floating_point()}
+    moved = {k: float((v - before[k]).abs().max()) for k, v in backbone.state_dict().items() if v.is_floating_point()}
     tables = [k for k in moved if k.endswith("relative_position_bias_table")]
     assert len(tables) == 2 and min(moved[k] for k in tables) > 1e-2  # one Adam step moves by ~bias_lr
     assert max(v for k, v in moved.items() if k not in tables) < 1e-5  # ... and the rest by ~lr

@@ -84,8 +84,12 @@ def test_box_mapping_to_resized_frames():
 
 
 def _config(**sampling) -> ShardConfig:
-    return ShardConfig(policy={"hcstvg_v1": "hcstvg", "vidstg": "vidstg"}, sampling={**SAMPLING, **sampling},
-                       short_side=96, max_long_side=160)
+    return ShardConfig(
+        policy={"hcstvg_v1": "hcstvg", "vidstg": "vidstg"},
+        sampling={**SAMPLING, **sampling},
+        short_side=96,
+        max_long_side=160,
+    )
 
 
 def test_plan_keeps_boxes_of_the_sampled_frames_inside_the_tube():

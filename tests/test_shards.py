@@ -18,10 +18,17 @@ from cgstvg.data.shard_writer import ShardConfig, write_split
 from pipeline import shard as shard_stage
 from video_samples import sample_row, write_video
 
-CFG = ShardConfig(policy={"hcstvg_v1": "hcstvg", "vidstg": "vidstg"},
-                  sampling={"hcstvg_fps": 3.2, "vidstg_frames": 8, "fixed_frames": 8, "eval_multiplier": 2},
-                  short_side=24, max_long_side=40, jpeg_quality=90, max_samples=3, max_bytes=1 << 30, min_shards=2,
-                  workers=0)
+CFG = ShardConfig(
+    policy={"hcstvg_v1": "hcstvg", "vidstg": "vidstg"},
+    sampling={"hcstvg_fps": 3.2, "vidstg_frames": 8, "fixed_frames": 8, "eval_multiplier": 2},
+    short_side=24,
+    max_long_side=40,
+    jpeg_quality=90,
+    max_samples=3,
+    max_bytes=1 << 30,
+    min_shards=2,
+    workers=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +47,18 @@ def raw(tmp_path_factory):
     (root / "videos/truncated.mp4").write_bytes(data[: len(data) // 2])  # index at the end: cannot open
     data = bytearray(write_video(root / "tmp_fs.mp4", 32, faststart=True).read_bytes())  # index first
     (root / "videos/truncated_fs.mp4").write_bytes(data[: len(data) // 2])  # decord indexes all packets at open
-    data[int(0.4 * len(data)):int(0.7 * len(data))] = bytes(int(0.7 * len(data)) - int(0.4 * len(data)))
+    data[int(0.4 * len(data)) : int(0.7 * len(data))] = bytes(int(0.7 * len(data)) - int(0.4 * len(data)))
     (root / "videos/corrupt_mid.mp4").write_bytes(data)  # opens, then frame data fails to decode
     write_video(root / "videos/short.mp4", 10)  # the annotation says 32 frames
-    bad = {"empty": "empty_video", "garbage": "undecodable_video", "truncated": "undecodable_video",
-           "truncated_fs": "undecodable_video", "corrupt_mid": "decode_error", "short": "too_few_frames", "missing": "missing_video"}
+    bad = {
+        "empty": "empty_video",
+        "garbage": "undecodable_video",
+        "truncated": "undecodable_video",
+        "truncated_fs": "undecodable_video",
+        "corrupt_mid": "decode_error",
+        "short": "too_few_frames",
+        "missing": "missing_video",
+    }
     rows += [sample_row(f"bad_{name}", f"videos/{name}.mp4") for name in bad]
     return root, sample_table(rows), bad
 
@@ -64,6 +78,7 @@ def test_shards_hold_every_good_sample_with_frames_and_metadata(raw, tmp_path):
         assert len(data) == s["bytes"] and hashlib.sha256(data).hexdigest() == s["sha256"]
     with tarfile.open(tmp_path / "shard-000001.tar") as tar:
         members = tar.getmembers()
+        assert members
         assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" and m.mode == 0o444 for m in members)
         names = [m.name for m in members]
         meta = json.loads(tar.extractfile(f"{names[0].split('.')[0]}.json").read())
@@ -90,8 +105,14 @@ def test_rerun_is_byte_identical_and_a_worker_pool_or_mapper_changes_nothing(raw
     write_split(table, root, tmp_path / "a", CFG, progress=False)
     write_split(table, root, tmp_path / "b", dataclasses.replace(CFG, workers=2), progress=False)
     mapped = []
-    write_split(table, root, tmp_path / "c", CFG, progress=False,
-                mapper=lambda fn, items: (mapped.append(1) or fn(item) for item in items))
+    write_split(
+        table,
+        root,
+        tmp_path / "c",
+        CFG,
+        progress=False,
+        mapper=lambda fn, items: (mapped.append(1) or fn(item) for item in items),
+    )
     first = _shard_bytes(tmp_path / "a")
     assert first == _shard_bytes(tmp_path / "b") == _shard_bytes(tmp_path / "c")
     assert len(mapped) == 17  # one item per video
@@ -111,6 +132,7 @@ def test_output_does_not_depend_on_video_mtimes_but_on_their_content(raw, tmp_pa
     write_split(table, root, tmp_path / "b", CFG, progress=False)
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert files
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
     # A changed video is noticed: its shard is rewritten on the next run.
     original = video.read_bytes()
@@ -166,6 +188,7 @@ def test_changed_params_rewrite_the_shards(raw, tmp_path):
     before = _shard_bytes(tmp_path)
     write_split(table, root, tmp_path, dataclasses.replace(CFG, jpeg_quality=50), progress=False)
     after = _shard_bytes(tmp_path)
+    assert before
     assert before.keys() == after.keys() and all(before[k] != after[k] for k in before)
 
 

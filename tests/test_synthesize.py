@@ -146,6 +146,7 @@ def test_vidstg_round_trip(built):
             assert 0 <= seg["begin_fid"] <= gt["begin_fid"] <= gt["end_fid"] <= seg["end_fid"] < T
             tids = [o["tid"] for o in entry["subject/objects"]]
             assert tids == sorted(tids) == list(range(len(tids)))
+            assert tids
             assert all(o["category"] in ("circle", "square", "triangle") for o in entry["subject/objects"])
             rel = entry["used_relation"]
             assert set(rel) == {"subject_tid", "object_tid", "predicate", "begin_fid", "end_fid"}
@@ -244,7 +245,7 @@ def test_mp4_bytes_do_not_vary_between_encodes(tmp_path):
     for index in range(4):
         frames = make_clip(TINY["seed"], "hcstvg_v1", "train", index, SCENE).frames
         outputs = set()
-        for attempt in range(12):
+        for _attempt in range(12):
             ballast.append(np.empty(int(rng.integers(1, 5000)), np.uint8))  # move later allocations around
             write_mp4(tmp_path / "clip.mp4", frames, 0.8)
             outputs.add((tmp_path / "clip.mp4").read_bytes())

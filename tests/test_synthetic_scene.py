@@ -33,6 +33,7 @@ def test_gt_window_covers_30_to_60_percent_and_decoys_stay_outside(scenes):
             assert (obj.colour, obj.shape) != (target.colour, target.shape)
             for action, a, b in obj.actions:  # a distractor doing the target's action does it at another time
                 assert action != scene.action or b < start or a > end
+    assert lengths
     assert all(0.3 * 32 - 0.5 <= n <= 0.6 * 32 + 0.5 for n in lengths)
     assert 0.4 < np.mean(lengths) / 32 < 0.5
 

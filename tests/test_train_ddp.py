@@ -7,9 +7,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pipeline_support import prepare_shards, run_command, stage_command, tiny_params
 
 from cgstvg.engine.checkpoint import list_checkpoints
+from pipeline_support import prepare_shards, run_command, stage_command, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -37,5 +37,6 @@ def test_two_process_training_and_evaluation_match_one_process(workdir):
     one = json.loads((workdir / "eval1" / "metrics.json").read_text())
     assert two == one and one["model"]["n"] == 4.0
     assert pq.read_table(workdir / "eval2" / "predictions.parquet").equals(
-        pq.read_table(workdir / "eval1" / "predictions.parquet"))
+        pq.read_table(workdir / "eval1" / "predictions.parquet")
+    )
     assert len(list((workdir / "eval2" / "renders").glob("*.gif"))) == 1

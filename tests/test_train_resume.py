@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 import yaml
-from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
 
 from cgstvg.engine.checkpoint import list_checkpoints
 from cgstvg.inference.checkpoint import load_grounding_model
+from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,9 @@ def test_killed_training_resumes_from_its_checkpoint(workdir):
     assert resumed["steps_run"] == 18 - resumed["resumed_from"]
     # the curve of the resumed run is the uninterrupted run's, row for row
     for name in ("loss.csv", "lr.csv"):
-        assert (workdir / "cut" / "train" / "plots" / name).read_text() == \
-            (workdir / "whole" / "train" / "plots" / name).read_text()
+        assert (workdir / "cut" / "train" / "plots" / name).read_text() == (
+            workdir / "whole" / "train" / "plots" / name
+        ).read_text()
     a = load_grounding_model(workdir / "whole" / "train" / "model.pt").model.state_dict()
     b = load_grounding_model(workdir / "cut" / "train" / "model.pt").model.state_dict()
     for k in a:

@@ -62,8 +62,13 @@ def temporal_crop(clip: dict, rng: random.Random) -> dict:
     start = rng.randrange(0, first) if first > 0 else 0
     end = rng.randrange(last + 1, n) if last < n - 1 else n - 1
     keep = slice(start, end + 1)
-    return dict(clip, frames=clip["frames"][keep], frame_ids=clip["frame_ids"][keep],
-                actioness=clip["actioness"][keep], gt_indices=gt - start)
+    return dict(
+        clip,
+        frames=clip["frames"][keep],
+        frame_ids=clip["frame_ids"][keep],
+        actioness=clip["actioness"][keep],
+        gt_indices=gt - start,
+    )
 
 
 def random_resize(clip: dict, rng: random.Random, scales: list[int], max_long_side: int) -> dict:
@@ -83,10 +88,14 @@ class TrainAugment:
     max_long_side: int = 700
 
     @classmethod
-    def from_params(cls, loader: dict) -> "TrainAugment":
+    def from_params(cls, loader: dict) -> TrainAugment:
         """From the `shard.loader` section of params.yaml."""
-        return cls(flip_prob=float(loader["flip_prob"]), temporal_crop_prob=float(loader["temporal_crop_prob"]),
-                   scales=tuple(int(s) for s in loader["train_scales"]), max_long_side=int(loader["max_long_side"]))
+        return cls(
+            flip_prob=float(loader["flip_prob"]),
+            temporal_crop_prob=float(loader["temporal_crop_prob"]),
+            scales=tuple(int(s) for s in loader["train_scales"]),
+            max_long_side=int(loader["max_long_side"]),
+        )
 
     def __call__(self, clip: dict, rng: random.Random) -> dict:
         if rng.random() < self.temporal_crop_prob:

@@ -48,12 +48,17 @@ def clip_targets(clip: dict) -> dict:
     gt = clip["gt_indices"]
     meta = clip["meta"]
     target = {
-        "boxes": clip["boxes"].float(), "boxes_xyxy": clip["boxes_xyxy"].float(), "gt_indices": gt,
-        "actioness": clip["actioness"], "start_index": int(gt[0]) if len(gt) else -1,
-        "end_index": int(gt[-1]) if len(gt) else -1, "frame_ids": clip["frame_ids"],
+        "boxes": clip["boxes"].float(),
+        "boxes_xyxy": clip["boxes_xyxy"].float(),
+        "gt_indices": gt,
+        "actioness": clip["actioness"],
+        "start_index": int(gt[0]) if len(gt) else -1,
+        "end_index": int(gt[-1]) if len(gt) else -1,
+        "frame_ids": clip["frame_ids"],
         "size": torch.tensor(clip["frames"].shape[-2:], dtype=torch.long),
         "orig_size": torch.tensor(clip["orig_size"], dtype=torch.long),
-        "tube": torch.tensor(meta["tube"], dtype=torch.long), "sentence": clip["sentence"],
+        "tube": torch.tensor(meta["tube"], dtype=torch.long),
+        "sentence": clip["sentence"],
     }
     target.update({k: meta[k] for k in _META_KEYS})
     return target
@@ -82,8 +87,13 @@ def collate_clips(clips: list[dict]) -> dict:
         frames[i, :ti, :, :hi, wi:] = 0
         pixel_mask[i, :hi, :wi] = True
         time_mask[i, :ti] = True
-    return {"frames": frames, "pixel_mask": pixel_mask, "time_mask": time_mask,
-            "sentences": [c["sentence"] for c in clips], "targets": [clip_targets(c) for c in clips]}
+    return {
+        "frames": frames,
+        "pixel_mask": pixel_mask,
+        "time_mask": time_mask,
+        "sentences": [c["sentence"] for c in clips],
+        "targets": [clip_targets(c) for c in clips],
+    }
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "clip_targets", "collate_clips", "normalize_", "normalize_frames"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def annotation_files(raw_root: Path, dataset: str) -> list[tuple[str, Path]]:
     return [(path.stem, path) for path in sorted((raw_root / dataset / "annos").glob("*.json"))]
 
 
-def parse_record(record: object, file: Path, key: str) -> HcstvgRecord:
+def parse_record(record: Any, file: Path, key: str) -> HcstvgRecord:
     """Validate one record's keys and types; raise `AnnotationError` naming the file and the key."""
     rid = f"record '{key}'"
     expect_type(record, dict, file, rid, "record")

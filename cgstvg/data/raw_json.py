@@ -78,7 +78,7 @@ def expect_type(value: Any, kind: type | tuple[type, ...], file, record: str, wh
     return value
 
 
-def field(record: dict, key: str, file, record_id: str) -> Any:
+def field(record: Any, key: str, file, record_id: str) -> Any:
     """`record[key]`, or an error that names the missing key and the keys present."""
     if not isinstance(record, dict):
         raise AnnotationError(file, record_id, f"expected an object, got {type(record).__name__} {_short(record)}")
@@ -87,7 +87,7 @@ def field(record: dict, key: str, file, record_id: str) -> Any:
     return record[key]
 
 
-def int_field(record: dict, key: str, file, record_id: str, *, minimum: int | None = None) -> int:
+def int_field(record: Any, key: str, file, record_id: str, *, minimum: int | None = None) -> int:
     """An integer field (an integral float such as 157.0 is accepted), optionally at least `minimum`."""
     value = field(record, key, file, record_id)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -98,7 +98,7 @@ def int_field(record: dict, key: str, file, record_id: str, *, minimum: int | No
     return value
 
 
-def number_field(record: dict, key: str, file, record_id: str) -> float:
+def number_field(record: Any, key: str, file, record_id: str) -> float:
     """A finite, positive number (fps)."""
     value = expect_type(field(record, key, file, record_id), (int, float), file, record_id, f"key '{key}'")
     if not math.isfinite(value) or value <= 0:
@@ -106,11 +106,11 @@ def number_field(record: dict, key: str, file, record_id: str) -> float:
     return float(value)
 
 
-def str_field(record: dict, key: str, file, record_id: str) -> str:
+def str_field(record: Any, key: str, file, record_id: str) -> str:
     return expect_type(field(record, key, file, record_id), str, file, record_id, f"key '{key}'")
 
 
-def list_field(record: dict, key: str, file, record_id: str) -> list:
+def list_field(record: Any, key: str, file, record_id: str) -> list:
     return expect_type(field(record, key, file, record_id), list, file, record_id, f"key '{key}'")
 
 

@@ -24,8 +24,9 @@ from torchvision.transforms.v2 import functional as TF
 RESIZE_MODES = ("aspect", "release")
 
 
-def resized_size(height: int, width: int, *, short_side: int, max_long_side: int, mode: str = "aspect",
-                 width_cap: float = 1.4) -> tuple[int, int]:
+def resized_size(
+    height: int, width: int, *, short_side: int, max_long_side: int, mode: str = "aspect", width_cap: float = 1.4
+) -> tuple[int, int]:
     """(new_height, new_width) for a frame of (height, width) under the rule `mode` (see the module docstring)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"frame size must be positive, got {height}x{width}")

@@ -57,8 +57,9 @@ def fixed_frame_ids(segment_start: int, segment_end: int, n: int) -> list[int]:
     return (segment_start + np.floor(centres).astype(np.int64)).tolist()
 
 
-def sample_frame_ids(params: dict, *, policy: str, split: str, fps: float, segment_start: int,
-                     segment_end: int) -> list[int]:
+def sample_frame_ids(
+    params: dict, *, policy: str, split: str, fps: float, segment_start: int, segment_end: int
+) -> list[int]:
     """Apply a policy with its params (`shard.sampling`), `eval_multiplier` times denser outside training.
 
     params keys: `hcstvg_fps` (3.2), `vidstg_frames` (64), `fixed_frames` (64), `eval_multiplier` (2).
@@ -73,5 +74,4 @@ def sample_frame_ids(params: dict, *, policy: str, split: str, fps: float, segme
     raise ValueError(f"unknown sampling policy {policy!r} (choose from {', '.join(POLICIES)})")
 
 
-__all__ = ["POLICIES", "TRAIN_SPLITS", "fixed_frame_ids", "hcstvg_frame_ids", "sample_frame_ids",
-           "vidstg_frame_ids"]
+__all__ = ["POLICIES", "TRAIN_SPLITS", "fixed_frame_ids", "hcstvg_frame_ids", "sample_frame_ids", "vidstg_frame_ids"]

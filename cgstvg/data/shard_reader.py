@@ -25,7 +25,9 @@ import hashlib
 import itertools
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 import webdataset as wds
@@ -34,6 +36,10 @@ from webdataset.utils import pytorch_worker_info
 
 from cgstvg.data.augment import TrainAugment
 from cgstvg.data.collate import collate_clips
+
+Augment = Callable[[dict, random.Random], dict]
+"""A clip augmentation: (clip, rng) -> clip."""
+
 
 def read_manifest(split_dir: str | Path) -> dict:
     path = Path(split_dir) / "manifest.json"
@@ -58,10 +64,12 @@ def decode_frames(sample: dict) -> torch.Tensor:
         if buf is None:
             buf = torch.empty(len(names), *frame.shape[1:], 3, dtype=torch.uint8)
         elif frame.shape[1:] != buf.shape[1:3]:
-            raise ValueError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r}: frame {name} is "
-                             f"{tuple(frame.shape[1:])}, the first frame {tuple(buf.shape[1:3])}")
+            raise ValueError(
+                f"{sample.get('__url__')}: sample {sample.get('__key__')!r}: frame {name} is "
+                f"{tuple(frame.shape[1:])}, the first frame {tuple(buf.shape[1:3])}"
+            )
         buf[i].copy_(frame.permute(1, 2, 0))
-    return buf.permute(0, 3, 1, 2)
+    return cast(torch.Tensor, buf).permute(0, 3, 1, 2)  # set by the first frame
 
 
 def clip_from_sample(sample: dict) -> dict:
@@ -69,15 +77,23 @@ def clip_from_sample(sample: dict) -> dict:
     meta = json.loads(sample["json"])
     frames = decode_frames(sample)
     if frames.shape[0] != len(meta["frame_ids"]):
-        raise ValueError(f"{sample.get('__url__')}: sample {meta['sample_id']!r} has {frames.shape[0]} frames, "
-                         f"its metadata lists {len(meta['frame_ids'])}")
+        raise ValueError(
+            f"{sample.get('__url__')}: sample {meta['sample_id']!r} has {frames.shape[0]} frames, "
+            f"its metadata lists {len(meta['frame_ids'])}"
+        )
     actioness = torch.zeros(len(meta["frame_ids"]), dtype=torch.float32)
     actioness[meta["gt_indices"]] = 1.0
-    return {"frames": frames, "frame_ids": torch.tensor(meta["frame_ids"], dtype=torch.long),
-            "actioness": actioness, "gt_indices": torch.tensor(meta["gt_indices"], dtype=torch.long),
-            "boxes": torch.tensor(meta["boxes_cxcywh"], dtype=torch.float32).reshape(-1, 4),
-            "boxes_xyxy": torch.tensor(meta["boxes_xyxy"], dtype=torch.float32).reshape(-1, 4),
-            "orig_size": meta["orig_size"], "sentence": meta["sentence"], "meta": meta}
+    return {
+        "frames": frames,
+        "frame_ids": torch.tensor(meta["frame_ids"], dtype=torch.long),
+        "actioness": actioness,
+        "gt_indices": torch.tensor(meta["gt_indices"], dtype=torch.long),
+        "boxes": torch.tensor(meta["boxes_cxcywh"], dtype=torch.float32).reshape(-1, 4),
+        "boxes_xyxy": torch.tensor(meta["boxes_xyxy"], dtype=torch.float32).reshape(-1, 4),
+        "orig_size": meta["orig_size"],
+        "sentence": meta["sentence"],
+        "meta": meta,
+    }
 
 
 def stream_seed(*parts) -> int:
@@ -88,9 +104,20 @@ def stream_seed(*parts) -> int:
 class ShardLoader:
     """Batches from the shards of one split (see the module docstring). Iterate it once per epoch."""
 
-    def __init__(self, split_dir: str | Path, *, batch_size: int, train: bool, num_workers: int = 0,
-                 shuffle_buffer: int = 256, augment: TrainAugment | None = None, seed: int = 2021,
-                 batches_per_epoch: int | None = None):
+    augment: Augment | None  # a TrainAugment here; subclasses may wrap it
+
+    def __init__(
+        self,
+        split_dir: str | Path,
+        *,
+        batch_size: int,
+        train: bool,
+        num_workers: int = 0,
+        shuffle_buffer: int = 256,
+        augment: TrainAugment | None = None,
+        seed: int = 2021,
+        batches_per_epoch: int | None = None,
+    ):
         self.split_dir = Path(split_dir)
         self.manifest = read_manifest(split_dir)
         self.urls = [str(self.split_dir / s["name"]) for s in self.manifest["shards"]]
@@ -103,8 +130,10 @@ class ShardLoader:
         if train:
             readers = world * max(1, num_workers)
             if len(self.urls) < readers:
-                raise ValueError(f"{self.split_dir}: {len(self.urls)} shards for {world} ranks x "
-                                 f"{max(1, num_workers)} workers; raise shard.shards.min_shards to >= {readers}")
+                raise ValueError(
+                    f"{self.split_dir}: {len(self.urls)} shards for {world} ranks x "
+                    f"{max(1, num_workers)} workers; raise shard.shards.min_shards to >= {readers}"
+                )
             default = self.manifest["samples"] // (world * batch_size)
             self.batches_per_epoch = max(1, batches_per_epoch or default)
         else:
@@ -133,7 +162,7 @@ class ShardLoader:
         for sample in src:
             clip = clip_from_sample(sample)
             if rng is not None:
-                clip = self.augment(clip, rng)
+                clip = cast(Augment, self.augment)(clip, rng)  # rng is set only with an augment
             yield clip  # uint8 frames: `collate_clips` normalizes them into the padded batch
 
     def pipeline(self) -> wds.DataPipeline:
@@ -149,8 +178,9 @@ class ShardLoader:
 
     def __iter__(self):
         self._passes = {}
-        loader = torch.utils.data.DataLoader(self.pipeline(), batch_size=None, num_workers=self.num_workers,
-                                             persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            self.pipeline(), batch_size=None, num_workers=self.num_workers, persistent_workers=False
+        )
         if self.batches_per_epoch is None:
             return iter(loader)
         return itertools.islice(loader, self.batches_per_epoch)

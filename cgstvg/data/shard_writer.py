@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
 import torch
@@ -70,18 +71,26 @@ class ShardConfig:
     workers: int = 2
 
     @classmethod
-    def from_params(cls, section: dict) -> "ShardConfig":
+    def from_params(cls, section: dict) -> ShardConfig:
         resize = section["resize"]
         shards = section["shards"]
-        return cls(policy=dict(section["policy"]), sampling=dict(section["sampling"]),
-                   short_side=int(resize["short_side"]), max_long_side=int(resize["max_long_side"]),
-                   resize_mode=str(resize["mode"]), width_cap=float(resize["width_cap"]),
-                   jpeg_quality=int(section["jpeg_quality"]), max_samples=int(shards["max_samples"]),
-                   max_bytes=int(shards["max_bytes"]), min_shards=int(shards["min_shards"]),
-                   workers=int(section["workers"]))
+        return cls(
+            policy=dict(section["policy"]),
+            sampling=dict(section["sampling"]),
+            short_side=int(resize["short_side"]),
+            max_long_side=int(resize["max_long_side"]),
+            resize_mode=str(resize["mode"]),
+            width_cap=float(resize["width_cap"]),
+            jpeg_quality=int(section["jpeg_quality"]),
+            max_samples=int(shards["max_samples"]),
+            max_bytes=int(shards["max_bytes"]),
+            min_shards=int(shards["min_shards"]),
+            workers=int(section["workers"]),
+        )
 
 
 # ---------------------------------------------------------------- planning (pure, before any decoding)
+
 
 def plan_sample(row: dict, cfg: ShardConfig) -> dict:
     """The JSON metadata of one normalized row: sampled frame ids, sizes and boxes of the sampled GT frames."""
@@ -94,28 +103,47 @@ def plan_sample(row: dict, cfg: ShardConfig) -> dict:
     n_tube = row["tube_end"] - row["tube_start"] + 1
     if len(row["boxes"]) != n_tube:
         raise ValueError(f"{where}: {len(row['boxes'])} boxes for a tube of {n_tube} frames")
-    frame_ids = sample_frame_ids(cfg.sampling, policy=policy, split=row["split"], fps=row["fps"],
-                                 segment_start=row["segment_start"], segment_end=row["segment_end"])
+    frame_ids = sample_frame_ids(
+        cfg.sampling,
+        policy=policy,
+        split=row["split"],
+        fps=row["fps"],
+        segment_start=row["segment_start"],
+        segment_end=row["segment_end"],
+    )
     if len(frame_ids) > MAX_FRAMES_PER_SAMPLE:
         raise ValueError(f"{where}: {len(frame_ids)} sampled frames, at most {MAX_FRAMES_PER_SAMPLE} fit")
     orig = (int(row["height"]), int(row["width"]))
-    size = resized_size(*orig, short_side=cfg.short_side, max_long_side=cfg.max_long_side,
-                        mode=cfg.resize_mode, width_cap=cfg.width_cap)
+    size = resized_size(
+        *orig, short_side=cfg.short_side, max_long_side=cfg.max_long_side, mode=cfg.resize_mode, width_cap=cfg.width_cap
+    )
     gt_indices = [i for i, f in enumerate(frame_ids) if row["tube_start"] <= f <= row["tube_end"]]
-    xyxy = torch.tensor([row["boxes"][frame_ids[i] - row["tube_start"]] for i in gt_indices],
-                        dtype=torch.float64).reshape(-1, 4)
+    xyxy = torch.tensor(
+        [row["boxes"][frame_ids[i] - row["tube_start"]] for i in gt_indices], dtype=torch.float64
+    ).reshape(-1, 4)
     cxcywh = normalized_cxcywh(scale_boxes_xyxy(xyxy, orig, size), size)
     return {
-        "sample_id": row["sample_id"], "dataset": row["dataset"], "split": row["split"],
-        "video_id": row["video_id"], "video_path": row["video_path"], "source": row["source"],
-        "sentence": row["sentence"], "qtype": row["qtype"], "target_id": row["target_id"],
-        "fps": float(row["fps"]), "frame_count": int(row["frame_count"]),
+        "sample_id": row["sample_id"],
+        "dataset": row["dataset"],
+        "split": row["split"],
+        "video_id": row["video_id"],
+        "video_path": row["video_path"],
+        "source": row["source"],
+        "sentence": row["sentence"],
+        "qtype": row["qtype"],
+        "target_id": row["target_id"],
+        "fps": float(row["fps"]),
+        "frame_count": int(row["frame_count"]),
         "segment": [int(row["segment_start"]), int(row["segment_end"])],
         "tube": [int(row["tube_start"]), int(row["tube_end"])],
-        "frame_ids": frame_ids, "orig_size": list(orig), "size": list(size), "gt_indices": gt_indices,
+        "frame_ids": frame_ids,
+        "orig_size": list(orig),
+        "size": list(size),
+        "gt_indices": gt_indices,
         "boxes_cxcywh": [[round(v, 6) for v in b] for b in cxcywh.tolist()],
         "boxes_xyxy": [[round(v, 3) for v in b] for b in xyxy.tolist()],
-        "policy": policy, "eval_passes": 1 if row["split"] in TRAIN_SPLITS else int(cfg.sampling["eval_multiplier"]),
+        "policy": policy,
+        "eval_passes": 1 if row["split"] in TRAIN_SPLITS else int(cfg.sampling["eval_multiplier"]),
     }
 
 
@@ -148,12 +176,16 @@ def _video_fingerprint(path: Path) -> list:
 
 
 def _plan_hash(records: list[dict], fingerprints: dict[str, list[int]], cfg: ShardConfig) -> str:
-    payload = {"records": records, "videos": [fingerprints[r["video_path"]] for r in records],
-               "jpeg_quality": cfg.jpeg_quality}
+    payload = {
+        "records": records,
+        "videos": [fingerprints[r["video_path"]] for r in records],
+        "jpeg_quality": cfg.jpeg_quality,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- decoding (runs in the worker processes)
+
 
 @dataclass
 class Encoded:
@@ -193,17 +225,26 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
     for r in records:
         needed = max(max(r["frame_ids"]), r["tube"][1]) + 1
         if n_frames < needed:
-            out.append(Encoded(r["sample_id"], reason=RejectReason.TOO_FEW_FRAMES.value,
-                               message=f"{path}: {n_frames} decodable frames, the sample needs frame {needed - 1} "
-                                       f"(annotation says {r['frame_count']} frames)"))
+            out.append(
+                Encoded(
+                    r["sample_id"],
+                    reason=RejectReason.TOO_FEW_FRAMES.value,
+                    message=f"{path}: {n_frames} decodable frames, the sample needs frame {needed - 1} "
+                    f"(annotation says {r['frame_count']} frames)",
+                )
+            )
             continue
         unique = sorted(set(r["frame_ids"]))
         try:
             batch = reader.get_batch(unique).asnumpy()
         except Exception as e:
-            out.append(Encoded(r["sample_id"], reason=RejectReason.DECODE_ERROR.value,
-                               message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: "
-                                       f"{_decoder_text(e)}".strip()))
+            out.append(
+                Encoded(
+                    r["sample_id"],
+                    reason=RejectReason.DECODE_ERROR.value,
+                    message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {_decoder_text(e)}".strip(),
+                )
+            )
             continue
         frames = resize_frames(torch.from_numpy(batch).permute(0, 3, 1, 2), tuple(r["size"]))
         jpegs = dict(zip(unique, encode_jpeg(list(frames.contiguous()), quality=jpeg_quality)))
@@ -245,6 +286,7 @@ def _encoded_stream(tasks: list[tuple[str, list[dict], int]], workers: int, mapp
 
 # ---------------------------------------------------------------- writing
 
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -262,12 +304,13 @@ class _ShardFile:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.tmp")
         self.file = open(self.tmp, "wb")
-        self.tar = TarWriter(self.file, user=_TAR_OWNER, group=_TAR_OWNER, mode=_TAR_MODE, mtime=_TAR_MTIME,
-                             encoder=False)
+        self.tar = TarWriter(
+            self.file, user=_TAR_OWNER, group=_TAR_OWNER, mode=_TAR_MODE, mtime=_TAR_MTIME, encoder=False
+        )
         self.samples = 0
 
     def write(self, sample: Encoded) -> None:
-        self.tar.write({"__key__": sample.sample_id, **sample.members})
+        self.tar.write({"__key__": sample.sample_id, **cast(dict[str, bytes], sample.members)})  # not a reject
         self.samples += 1
 
     def close(self) -> tuple[int, str]:
@@ -282,7 +325,7 @@ class _ShardFile:
 
 def _sample_bytes(s: Encoded) -> int:
     """Tar bytes of one sample: a 512-byte header per member plus the payload padded to 512."""
-    return sum(512 + -(-len(v) // 512) * 512 for v in s.members.values())
+    return sum(512 + -(-len(v) // 512) * 512 for v in cast(dict[str, bytes], s.members).values())
 
 
 def _max_samples_per_shard(n: int, cfg: ShardConfig) -> int:
@@ -292,16 +335,21 @@ def _max_samples_per_shard(n: int, cfg: ShardConfig) -> int:
 
 def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> tuple[list[dict], int]:
     """Markers of the leading shards that are intact and still match the plan; removes everything after them."""
-    kept, cursor = [], 0
+    kept: list[dict] = []
+    cursor = 0
     while True:
         name = SHARD_PATTERN.format(len(kept))
         tar, marker = out_dir / name, out_dir / (name[:-4] + ".done.json")
         if not (tar.is_file() and marker.is_file()):
             break
         m = json.loads(marker.read_text())
-        span = plan[cursor:cursor + len(m["consumed"])]
-        if ([r["sample_id"] for r in span] != m["consumed"] or m["plan_hash"] != _plan_hash(span, fingerprints, cfg)
-                or tar.stat().st_size != m["bytes"] or _sha256(tar) != m["sha256"]):
+        span = plan[cursor : cursor + len(m["consumed"])]
+        if (
+            [r["sample_id"] for r in span] != m["consumed"]
+            or m["plan_hash"] != _plan_hash(span, fingerprints, cfg)
+            or tar.stat().st_size != m["bytes"]
+            or _sha256(tar) != m["sha256"]
+        ):
             break
         kept.append(m)
         cursor += len(m["consumed"])
@@ -311,8 +359,15 @@ def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> 
     return kept, cursor
 
 
-def write_split(table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.PathLike, cfg: ShardConfig, *,
-                progress: bool = True, mapper=None) -> dict:
+def write_split(
+    table: pa.Table,
+    raw_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: ShardConfig,
+    *,
+    progress: bool = True,
+    mapper=None,
+) -> dict:
     """Shard one split (all rows of `table` share dataset and split); returns the manifest it writes.
 
     Resumable: leading shards from an interrupted run that still match are kept, the rest is rewritten.
@@ -325,8 +380,10 @@ def write_split(table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.
     fingerprints = {p: _video_fingerprint(raw_root / p) for p in {r["video_path"] for r in plan}}
     markers, cursor = _resume(out_dir, plan, fingerprints, cfg)
     todo = plan[cursor:]
-    tasks = [(str(raw_root / video), list(recs), cfg.jpeg_quality)
-             for video, recs in groupby(todo, key=lambda r: r["video_path"])]
+    tasks = [
+        (str(raw_root / video), list(recs), cfg.jpeg_quality)
+        for video, recs in groupby(todo, key=lambda r: r["video_path"])
+    ]
     cap = _max_samples_per_shard(len(plan), cfg)
 
     shard: _ShardFile | None = None
@@ -335,20 +392,29 @@ def write_split(table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.
 
     def close_shard():
         nonlocal cursor, shard
-        n_bytes, sha = shard.close()
-        span = plan[cursor:cursor + len(pending)]
-        marker = {"name": shard.path.name, "samples": shard.samples, "bytes": n_bytes, "sha256": sha,
-                  "consumed": [s.sample_id for s in pending], "plan_hash": _plan_hash(span, fingerprints, cfg),
-                  "rejects": [{"sample_id": s.sample_id, "reason": s.reason, "message": s.message}
-                              for s in pending if s.members is None]}
-        write_json(out_dir / (shard.path.name[:-4] + ".done.json"), marker)
+        open_shard = cast(_ShardFile, shard)  # called only while a shard is open
+        n_bytes, sha = open_shard.close()
+        span = plan[cursor : cursor + len(pending)]
+        marker = {
+            "name": open_shard.path.name,
+            "samples": open_shard.samples,
+            "bytes": n_bytes,
+            "sha256": sha,
+            "consumed": [s.sample_id for s in pending],
+            "plan_hash": _plan_hash(span, fingerprints, cfg),
+            "rejects": [
+                {"sample_id": s.sample_id, "reason": s.reason, "message": s.message}
+                for s in pending
+                if s.members is None
+            ],
+        }
+        write_json(out_dir / (open_shard.path.name[:-4] + ".done.json"), marker)
         markers.append(marker)
         cursor += len(pending)
         pending.clear()
         shard = None
 
-    bar = tqdm(total=len(todo), desc=f"shard {out_dir.parent.name}/{out_dir.name}", unit="sample",
-               disable=not progress)
+    bar = tqdm(total=len(todo), desc=f"shard {out_dir.parent.name}/{out_dir.name}", unit="sample", disable=not progress)
     for results in _encoded_stream(tasks, cfg.workers, mapper):
         for s in results:
             if s.members is not None:
@@ -373,15 +439,28 @@ def _finish_split(out_dir: Path, plan: list[dict], markers: list[dict], trailing
     """Write `rejects.parquet` and `manifest.json` for a split whose shards are all written."""
     by_id = {r["sample_id"]: r for r in plan}
     rejects = [rj for m in markers for rj in m["rejects"]] + trailing_rejects
-    write_parquet(out_dir / "rejects.parquet", reject_table([
-        {"dataset": by_id[rj["sample_id"]]["dataset"], "split": by_id[rj["sample_id"]]["split"],
-         "sample_id": rj["sample_id"], "source": by_id[rj["sample_id"]]["source"], "reason": rj["reason"],
-         "message": rj["message"]} for rj in rejects]))
+    write_parquet(
+        out_dir / "rejects.parquet",
+        reject_table(
+            [
+                {
+                    "dataset": by_id[rj["sample_id"]]["dataset"],
+                    "split": by_id[rj["sample_id"]]["split"],
+                    "sample_id": rj["sample_id"],
+                    "source": by_id[rj["sample_id"]]["source"],
+                    "reason": rj["reason"],
+                    "message": rj["message"],
+                }
+                for rj in rejects
+            ]
+        ),
+    )
     rejected = {rj["sample_id"] for rj in rejects}
     kept = [r for r in plan if r["sample_id"] not in rejected]
     frames = [len(r["frame_ids"]) for r in kept]
     manifest = {
-        "samples": sum(m["samples"] for m in markers), "rejected": len(rejects),
+        "samples": sum(m["samples"] for m in markers),
+        "rejected": len(rejects),
         "bytes": sum(m["bytes"] for m in markers),
         "shards": [{k: m[k] for k in ("name", "samples", "bytes", "sha256")} for m in markers],
         "frames_per_sample": {"min": min(frames, default=0), "max": max(frames, default=0)},
@@ -394,5 +473,12 @@ def _finish_split(out_dir: Path, plan: list[dict], markers: list[dict], trailing
     return manifest
 
 
-__all__ = ["Encoded", "SHARD_PATTERN", "ShardConfig", "encode_video_samples", "plan_sample", "plan_split",
-           "write_split"]
+__all__ = [
+    "Encoded",
+    "SHARD_PATTERN",
+    "ShardConfig",
+    "encode_video_samples",
+    "plan_sample",
+    "plan_split",
+    "write_split",
+]

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -92,7 +93,7 @@ def annotation_files(raw_root: Path) -> list[tuple[str, Path]]:
     return [(path.name[: -len(SUFFIX)], path) for path in files]
 
 
-def _frame_range(entry: dict, key: str, file: Path, rid: str) -> tuple[int, int]:
+def _frame_range(entry: Any, key: str, file: Path, rid: str) -> tuple[int, int]:
     span = expect_type(field(entry, key, file, rid), dict, file, rid, f"key '{key}'")
     return int_field(span, "begin_fid", file, f"{rid} {key}"), int_field(span, "end_fid", file, f"{rid} {key}")
 
@@ -144,8 +145,11 @@ def load_box_file(path: Path) -> BoxFile:
             try:
                 tid, bbox = obj["tid"], obj["bbox"]
                 box = x1, y1, x2, y2 = bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]
-                well_formed = type(tid) is int and type(x1) in _NUMBER_TYPES and type(y1) in _NUMBER_TYPES and (
-                    type(x2) in _NUMBER_TYPES and type(y2) in _NUMBER_TYPES
+                well_formed = (
+                    type(tid) is int
+                    and type(x1) in _NUMBER_TYPES
+                    and type(y1) in _NUMBER_TYPES
+                    and (type(x2) in _NUMBER_TYPES and type(y2) in _NUMBER_TYPES)
                 )
             except (KeyError, TypeError):
                 well_formed = False

@@ -30,8 +30,10 @@ def grounding_targets(batch: dict, device: torch.device | None = None) -> Ground
     for i, target in enumerate(batch["targets"]):
         idx = target["gt_indices"]
         if len(idx) == 0:
-            raise ValueError(f"sample {target['sample_id']!r} ({target['dataset']}/{target['split']}) has no sampled "
-                             "frame inside its GT tube, so it cannot be trained on")
+            raise ValueError(
+                f"sample {target['sample_id']!r} ({target['dataset']}/{target['split']}) has no sampled "
+                "frame inside its GT tube, so it cannot be trained on"
+            )
         boxes[i, idx] = target["boxes"]
         gt_mask[i, idx] = True
     return GroundingTargets(boxes=boxes.to(device), gt_mask=gt_mask.to(device))
@@ -47,8 +49,9 @@ class BatchModel(nn.Module):
         self.text = model.text
         self.head = model.head
 
-    def forward(self, batch: dict, targets: GroundingTargets | None = None, pass_index: int = 0,
-                num_passes: int = 1) -> CGSTVGOutput:
+    def forward(
+        self, batch: dict, targets: GroundingTargets | None = None, pass_index: int = 0, num_passes: int = 1
+    ) -> CGSTVGOutput:
         """Run the model on the batch, or on pass `pass_index` of `num_passes` interleaved passes (frames k::P).
 
         batch: `frames` (B, T, 3, H, W), `pixel_mask` (B, H, W) and `time_mask` (B, T) True = real, `sentences`,

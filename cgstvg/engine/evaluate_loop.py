@@ -16,15 +16,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
+from typing import cast
 
 import numpy as np
 import torch
 
-from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.baselines import BASELINES, baseline_prediction, mean_relative_size
+from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import DistEnv, all_gather_objects
 from cgstvg.evaluation.protocol import PROTOCOLS, PassPrediction, TubePrediction, merge_passes
-from cgstvg.metrics import STVGMetrics, score_video
+from cgstvg.metrics import OnMissing, STVGMetrics, score_video
+from cgstvg.metrics import Protocol as MetricProtocol
 from cgstvg.model.postprocess import post_process
 
 
@@ -41,9 +43,14 @@ class GroundTruth:
 
     @classmethod
     def from_row(cls, row: Mapping) -> GroundTruth:
-        return cls(sample_id=row["sample_id"], qtype=row["qtype"], tube=(row["tube_start"], row["tube_end"]),
-                   boxes=np.asarray(row["boxes"], dtype=np.float64).reshape(-1, 4),
-                   segment=(row["segment_start"], row["segment_end"]), size_wh=(row["width"], row["height"]))
+        return cls(
+            sample_id=row["sample_id"],
+            qtype=row["qtype"],
+            tube=(row["tube_start"], row["tube_end"]),
+            boxes=np.asarray(row["boxes"], dtype=np.float64).reshape(-1, 4),
+            segment=(row["segment_start"], row["segment_end"]),
+            size_wh=(row["width"], row["height"]),
+        )
 
 
 def _pad_ids(ids: list[torch.Tensor], t: int) -> torch.Tensor:
@@ -54,8 +61,9 @@ def _pad_ids(ids: list[torch.Tensor], t: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict(model: BatchModel, batches: Iterable[dict], protocol: str, device: torch.device,
-            amp: bool = False) -> Iterator[tuple[dict, TubePrediction]]:
+def predict(
+    model: BatchModel, batches: Iterable[dict], protocol: str, device: torch.device, amp: bool = False
+) -> Iterator[tuple[dict, TubePrediction]]:
     """(target dict, merged tube) for every sample of `batches` (the evaluation loader's batches)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"evaluate.protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
@@ -67,8 +75,10 @@ def predict(model: BatchModel, batches: Iterable[dict], protocol: str, device: t
         passes = PROTOCOLS[protocol]
         if passes > 1 and any(int(t["eval_passes"]) != passes for t in targets):
             found = sorted({int(t["eval_passes"]) for t in targets})
-            raise ValueError(f"protocol {protocol!r} needs splits sampled for {passes} passes; samples "
-                             f"{[t['sample_id'] for t in targets][:3]} were sharded for {found} (shard.sampling)")
+            raise ValueError(
+                f"protocol {protocol!r} needs splits sampled for {passes} passes; samples "
+                f"{[t['sample_id'] for t in targets][:3]} were sharded for {found} (shard.sampling)"
+            )
         per_sample: list[list[PassPrediction]] = [[] for _ in targets]
         orig = torch.stack([t["orig_size"] for t in targets])
         for k in range(passes):
@@ -77,25 +87,48 @@ def predict(model: BatchModel, batches: Iterable[dict], protocol: str, device: t
             real = batch["time_mask"][:, k::passes]
             ids = _pad_ids([t["frame_ids"][k::passes] for t in targets], real.shape[1])
             tube = post_process(out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), ids, orig, ~real)
-            for i, t in enumerate(targets):
+            for i, _t in enumerate(targets):
                 n = int(real[i].sum())
-                per_sample[i].append(PassPrediction(frame_ids=ids[i, :n], boxes=tube.boxes_xyxy[i, :n],
-                                                    segment=tuple(int(v) for v in tube.sted_frame_ids[i])))
+                per_sample[i].append(
+                    PassPrediction(
+                        frame_ids=ids[i, :n],
+                        boxes=tube.boxes_xyxy[i, :n],
+                        segment=cast(tuple[int, int], tuple(int(v) for v in tube.sted_frame_ids[i])),
+                    )
+                )
         for t, passes_i in zip(targets, per_sample):
             yield t, merge_passes(passes_i)
 
 
 def _row(sample: dict, gt: GroundTruth, seg: tuple[int, int], frames: np.ndarray, boxes: np.ndarray) -> dict:
-    return {"sample_id": gt.sample_id, "dataset": sample["dataset"], "split": sample["split"],
-            "video_id": sample["video_id"], "qtype": gt.qtype, "sentence": sample["sentence"],
-            "gt_start": int(gt.tube[0]), "gt_end": int(gt.tube[1]), "pred_start": int(seg[0]),
-            "pred_end": int(seg[1]), "box_first_frame": int(frames[0]) if len(frames) else -1,
-            "boxes": np.round(np.asarray(boxes, dtype=np.float64), 3).tolist()}
+    return {
+        "sample_id": gt.sample_id,
+        "dataset": sample["dataset"],
+        "split": sample["split"],
+        "video_id": sample["video_id"],
+        "qtype": gt.qtype,
+        "sentence": sample["sentence"],
+        "gt_start": int(gt.tube[0]),
+        "gt_end": int(gt.tube[1]),
+        "pred_start": int(seg[0]),
+        "pred_end": int(seg[1]),
+        "box_first_frame": int(frames[0]) if len(frames) else -1,
+        "boxes": np.round(np.asarray(boxes, dtype=np.float64), 3).tolist(),
+    }
 
 
-def evaluate_model(model: BatchModel, batches: Iterable[dict], gt: Mapping[str, GroundTruth], env: DistEnv, *,
-                   protocol: str, metric_protocol: str, on_missing: str, per_qtype: bool,
-                   amp: bool = False) -> tuple[dict[str, float], list[dict]]:
+def evaluate_model(
+    model: BatchModel,
+    batches: Iterable[dict],
+    gt: Mapping[str, GroundTruth],
+    env: DistEnv,
+    *,
+    protocol: str,
+    metric_protocol: MetricProtocol,
+    on_missing: OnMissing,
+    per_qtype: bool,
+    amp: bool = False,
+) -> tuple[dict[str, float], list[dict]]:
     """Metrics and per-sample rows (sorted by sample_id, on every rank) of the model on one split.
 
     gt: sample_id -> GroundTruth for every sample of the split; its sorted order gives the metric indices.
@@ -104,7 +137,8 @@ def evaluate_model(model: BatchModel, batches: Iterable[dict], gt: Mapping[str, 
     """
     order = {sid: i for i, sid in enumerate(sorted(gt))}
     metric = STVGMetrics(protocol=metric_protocol, on_missing=on_missing, per_qtype=per_qtype).to(
-        env.device if env.device.type == "cuda" else "cpu")
+        env.device if env.device.type == "cuda" else "cpu"
+    )
     rows = []
     for sample, tube in predict(model, batches, protocol, env.device, amp):
         sid = sample["sample_id"]
@@ -113,34 +147,54 @@ def evaluate_model(model: BatchModel, batches: Iterable[dict], gt: Mapping[str, 
         g = gt[sid]
         frames, boxes = tube.frame_ids.numpy(), tube.boxes.numpy()
         metric.update(g.tube, g.boxes, tube.segment, frames, boxes, index=order[sid], qtype=g.qtype, sample_id=sid)
-        scores = score_video(g.tube, g.boxes, tube.segment, frames, boxes, protocol=metric_protocol,
-                             on_missing=on_missing, sample_id=sid)
-        rows.append(_row(sample, g, tube.segment, frames, boxes) | {
-            "tIoU": scores.tiou, "vIoU": scores.viou, "gt_vIoU": scores.gt_viou})
+        scores = score_video(
+            g.tube, g.boxes, tube.segment, frames, boxes, protocol=metric_protocol, on_missing=on_missing, sample_id=sid
+        )
+        rows.append(
+            _row(sample, g, tube.segment, frames, boxes)
+            | {"tIoU": scores.tiou, "vIoU": scores.viou, "gt_vIoU": scores.gt_viou}
+        )
     summary = {k: float(v) for k, v in metric.compute().items()}
     rows = sorted((r for part in all_gather_objects(rows) for r in part), key=lambda r: r["sample_id"])
     if len(rows) != len(gt):
         missing = sorted(set(gt) - {r["sample_id"] for r in rows})[:5]
-        raise RuntimeError(f"evaluated {len(rows)} of {len(gt)} samples (missing e.g. {missing}): the shards and the "
-                           "normalized table disagree (rerun `shard`)")
+        raise RuntimeError(
+            f"evaluated {len(rows)} of {len(gt)} samples (missing e.g. {missing}): the shards and the "
+            "normalized table disagree (rerun `shard`)"
+        )
     return summary, rows
 
 
-def evaluate_baselines(gt: Mapping[str, GroundTruth], train_gt: Iterable[GroundTruth], *, metric_protocol: str,
-                       on_missing: str, per_qtype: bool) -> dict[str, dict[str, float]]:
+def evaluate_baselines(
+    gt: Mapping[str, GroundTruth],
+    train_gt: Iterable[GroundTruth],
+    *,
+    metric_protocol: MetricProtocol,
+    on_missing: OnMissing,
+    per_qtype: bool,
+) -> dict[str, dict[str, float]]:
     """Metrics of each trivial baseline (`cgstvg.engine.baselines`); the box size is the training mean."""
     train_gt = list(train_gt)
-    rel = mean_relative_size([g.boxes for g in train_gt], [g.size_wh[0] for g in train_gt],
-                             [g.size_wh[1] for g in train_gt])
+    rel = mean_relative_size(
+        [g.boxes for g in train_gt], [g.size_wh[0] for g in train_gt], [g.size_wh[1] for g in train_gt]
+    )
     out = {}
     for kind in BASELINES:
-        metric = STVGMetrics(protocol=metric_protocol, on_missing=on_missing, per_qtype=per_qtype,
-                             sync_on_compute=False)
+        metric = STVGMetrics(
+            protocol=metric_protocol, on_missing=on_missing, per_qtype=per_qtype, sync_on_compute=False
+        )
         for i, sid in enumerate(sorted(gt)):
             g = gt[sid]
             seg, frames, boxes = baseline_prediction(
-                kind, segment_start=g.segment[0], segment_end=g.segment[1], tube_start=g.tube[0], tube_end=g.tube[1],
-                width=g.size_wh[0], height=g.size_wh[1], rel_size=rel)
+                kind,
+                segment_start=g.segment[0],
+                segment_end=g.segment[1],
+                tube_start=g.tube[0],
+                tube_end=g.tube[1],
+                width=g.size_wh[0],
+                height=g.size_wh[1],
+                rel_size=rel,
+            )
             metric.update(g.tube, g.boxes, seg, frames, boxes, index=i, qtype=g.qtype, sample_id=sid)
         out[kind] = {k: float(v) for k, v in metric.compute().items()}
     return out

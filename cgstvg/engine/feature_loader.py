@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import cast
 
 import torch
 import webdataset as wds
 
 from cgstvg.data.augment import TrainAugment, hflip, temporal_crop
 from cgstvg.data.collate import collate_clips
+
 # The shard order must be exactly ShardLoader's, so the feature loader uses its seed mix.
 from cgstvg.data.shard_reader import ShardLoader, clip_from_sample, stream_seed
 from cgstvg.engine.features import load_npy
@@ -59,7 +61,7 @@ class CachedFeatureAugment:
         n = clip["frames"].shape[0]
         for name in FRAME_ALIGNED:
             if name in feats:
-                feats[name] = feats[name][start:start + n]
+                feats[name] = feats[name][start : start + n]
                 if flipped:
                     feats[name] = feats[name].flip(-1)
         if flipped and "text" in feats:
@@ -73,7 +75,7 @@ def _pad_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors))]
     out = tensors[0].new_zeros(len(tensors), *shape)
     for i, t in enumerate(tensors):
-        out[(i, *(slice(0, s) for s in t.shape))] = t
+        out[cast(tuple[int | slice, ...], (i, *(slice(0, s) for s in t.shape)))] = t
     return out
 
 
@@ -111,13 +113,17 @@ class FeatureShardLoader(ShardLoader):
         fmanifest = json.loads(manifest_path.read_text())
         missing = sorted(set(self.features) - set(fmanifest.get("features", [])))
         if missing:
-            raise ValueError(f"{manifest_path}: features {missing} were not extracted (have "
-                             f"{fmanifest.get('features')}); rerun `extract` with train.input: features")
+            raise ValueError(
+                f"{manifest_path}: features {missing} were not extracted (have "
+                f"{fmanifest.get('features')}); rerun `extract` with train.input: features"
+            )
         frame_shards = [(s["name"], s["samples"]) for s in self.manifest["shards"]]
         feature_shards = [(s["name"], s["samples"]) for s in fmanifest["shards"]]
         if frame_shards != feature_shards:
-            raise ValueError(f"{manifest_path}: its shards do not match {self.split_dir / 'manifest.json'} "
-                             "(the frame shards changed after extraction; rerun `extract`)")
+            raise ValueError(
+                f"{manifest_path}: its shards do not match {self.split_dir / 'manifest.json'} "
+                "(the frame shards changed after extraction; rerun `extract`)"
+            )
 
     def _joined_samples(self, src):
         """Frame-tar samples with the members of the feature tar of the same name (a webdataset stage)."""
@@ -128,8 +134,10 @@ class FeatureShardLoader(ShardLoader):
             feats = wds.tarfile_to_samples()(iter([{"url": feature_url}]))
             for a, b in zip(frames, feats, strict=True):
                 if a["__key__"] != b["__key__"]:
-                    raise ValueError(f"{url} and {feature_url}: sample {a['__key__']!r} meets {b['__key__']!r}; "
-                                     "the feature shard does not belong to this frame shard (rerun `extract`)")
+                    raise ValueError(
+                        f"{url} and {feature_url}: sample {a['__key__']!r} meets {b['__key__']!r}; "
+                        "the feature shard does not belong to this frame shard (rerun `extract`)"
+                    )
                 yield {**b, **a, "features_url": feature_url}
 
     def _clips(self, src):
@@ -150,11 +158,13 @@ class FeatureShardLoader(ShardLoader):
             n = clip["frames"].shape[0]
             for name in FRAME_ALIGNED:
                 if name in feats and feats[name].shape[0] != n:
-                    raise ValueError(f"{sample['features_url']}: sample {sample['__key__']!r} has {n} frames but "
-                                     f"{feats[name].shape[0]} {name} feature rows")
+                    raise ValueError(
+                        f"{sample['features_url']}: sample {sample['__key__']!r} has {n} frames but "
+                        f"{feats[name].shape[0]} {name} feature rows"
+                    )
             clip["features"] = feats
             if rng is not None:
-                clip = self.augment(clip, rng)
+                clip = cast(CachedFeatureAugment, self.augment)(clip, rng)  # rng is set only with an augment
             yield clip  # uint8 frames: `collate_clips` normalizes them into the padded batch
 
     def pipeline(self) -> wds.DataPipeline:
@@ -164,8 +174,10 @@ class FeatureShardLoader(ShardLoader):
         stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, self._joined_samples]
         if self.train:
             stages.append(self._shuffled)
-        stages += [self._clips, wds.batched(self.batch_size, collation_fn=collate_with_features,
-                                            partial=not self.train)]
+        stages += [
+            self._clips,
+            wds.batched(self.batch_size, collation_fn=collate_with_features, partial=not self.train),
+        ]
         pipe = wds.DataPipeline(*stages)
         return pipe.repeat() if self.train else pipe
 

@@ -33,6 +33,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -134,13 +135,13 @@ class FeatureExtractor:
     def _appearance(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
         sizes = [c.shape[0] for c in clips]
         with self._autocast():
-            out = self.backbones.appearance(torch.cat(clips).to(self.device))
+            out = cast(nn.Module, self.backbones.appearance)(torch.cat(clips).to(self.device))
         return list(out.float().cpu().split(sizes))
 
     @torch.inference_mode()
     def _text(self, sentences: list[str]) -> list[torch.Tensor]:
         with self._autocast():
-            hidden, pad = self.backbones.text(sentences)
+            hidden, pad = cast(nn.Module, self.backbones.text)(sentences)
         hidden, pad = hidden.float().cpu(), pad.cpu()
         return [h[~p] for h, p in zip(hidden, pad)]
 
@@ -149,8 +150,14 @@ class FeatureExtractor:
         clips = []
         for sample in _samples(url):
             clip = clip_from_sample(sample)
-            clips.append({"key": sample["__key__"], "frames": normalize_frames(clip["frames"]),
-                          "sentence": clip["sentence"], "passes": int(clip["meta"].get("eval_passes", 1))})
+            clips.append(
+                {
+                    "key": sample["__key__"],
+                    "frames": normalize_frames(clip["frames"]),
+                    "sentence": clip["sentence"],
+                    "passes": int(clip["meta"].get("eval_passes", 1)),
+                }
+            )
         feats: dict[str, dict[str, torch.Tensor]] = {c["key"]: {} for c in clips}
         for group in _groups(clips, self.batch_frames):
             keys = [c["key"] for c in group]
@@ -178,11 +185,15 @@ class FeatureExtractor:
                         feats[k][f"motion.pass{p}"] = f
         members = []
         for c in clips:
-            f = feats[c["key"]]
-            meta = {"sample_id": c["key"], "frames": int(c["frames"].shape[0]), "passes": c["passes"],
-                    "features": {n: list(v.shape) for n, v in sorted(f.items())}}
+            named = feats[c["key"]]
+            meta = {
+                "sample_id": c["key"],
+                "frames": int(c["frames"].shape[0]),
+                "passes": c["passes"],
+                "features": {n: list(v.shape) for n, v in sorted(named.items())},
+            }
             m = {"__key__": c["key"], "json": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()}
-            m.update({f"{n}.npy": npy_bytes(v) for n, v in sorted(f.items())})
+            m.update({f"{n}.npy": npy_bytes(v) for n, v in sorted(named.items())})
             members.append(m)
         return members
 
@@ -195,8 +206,9 @@ def _tar_bytes(samples: list[dict[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def extract_shard(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, shard: dict,
-                  extractor: FeatureExtractor, fingerprint: str) -> tuple[dict, bool]:
+def extract_shard(
+    frame_dir: str | os.PathLike, out_dir: str | os.PathLike, shard: dict, extractor: FeatureExtractor, fingerprint: str
+) -> tuple[dict, bool]:
     """Write the feature shard of one frame shard, or reuse a finished one; returns (its marker, reused).
 
     A finished shard is reused only when its marker names the same input sha256 and fingerprint and the tar's
@@ -206,9 +218,14 @@ def extract_shard(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, shar
     name = shard["name"]
     tar, marker_path = out_dir / name, out_dir / (name[: -len(".tar")] + ".done.json")
     marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
-    if (marker is not None and tar.is_file() and marker.get("input_sha256") == shard["sha256"]
-            and marker.get("fingerprint") == fingerprint and tar.stat().st_size == marker.get("bytes")
-            and sha256_file(tar) == marker.get("sha256")):
+    if (
+        marker is not None
+        and tar.is_file()
+        and marker.get("input_sha256") == shard["sha256"]
+        and marker.get("fingerprint") == fingerprint
+        and tar.stat().st_size == marker.get("bytes")
+        and sha256_file(tar) == marker.get("sha256")
+    ):
         return marker, True
     marker_path.unlink(missing_ok=True)
     members = extractor.shard_members(str(frame_dir / name))
@@ -217,15 +234,29 @@ def extract_shard(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, shar
     data = _tar_bytes(members)
     with atomic_path(tar) as tmp:
         tmp.write_bytes(data)
-    marker = {"name": name, "samples": len(members), "bytes": len(data),
-              "sha256": hashlib.sha256(data).hexdigest(), "input_sha256": shard["sha256"],
-              "fingerprint": fingerprint}
+    marker = {
+        "name": name,
+        "samples": len(members),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "input_sha256": shard["sha256"],
+        "fingerprint": fingerprint,
+    }
     write_json(marker_path, marker)
     return marker, False
 
 
-def extract_split(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, extractor: FeatureExtractor,
-                  fingerprint: str, progress: bool = True, *, mapper=None, job=None, job_context=None) -> dict:
+def extract_split(
+    frame_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    extractor: FeatureExtractor,
+    fingerprint: str,
+    progress: bool = True,
+    *,
+    mapper=None,
+    job=None,
+    job_context=None,
+) -> dict:
     """Feature shards for one split's frame shards; resumes from finished shards. Returns the manifest it writes.
 
     `fingerprint` identifies the extraction settings: a marker with another fingerprint is stale. With `mapper`
@@ -241,26 +272,48 @@ def extract_split(frame_dir: str | os.PathLike, out_dir: str | os.PathLike, extr
     for stale in out_dir.glob("shard-*"):  # shards that no longer exist upstream
         if stale.name.split(".")[0] + ".tar" not in expected:
             stale.unlink()
-    shards = tqdm(manifest["shards"], desc=f"extract {frame_dir.parent.name}/{frame_dir.name}", unit="shard",
-                  disable=not progress)
+    shards = tqdm(
+        manifest["shards"], desc=f"extract {frame_dir.parent.name}/{frame_dir.name}", unit="shard", disable=not progress
+    )
     if mapper is None:
         results = (extract_shard(frame_dir, out_dir, shard, extractor, fingerprint) for shard in shards)
     else:
-        items = [dict(job_context or {}, frame_dir=str(frame_dir.resolve()), out_dir=str(out_dir.resolve()), shard=shard,
-                      fingerprint=fingerprint) for shard in manifest["shards"]]
+        items = [
+            dict(
+                job_context or {},
+                frame_dir=str(frame_dir.resolve()),
+                out_dir=str(out_dir.resolve()),
+                shard=shard,
+                fingerprint=fingerprint,
+            )
+            for shard in manifest["shards"]
+        ]
         results = mapper(job, items)
     written, reused = [], 0
     for marker, was_reused in results:
         written.append(marker)
         reused += int(was_reused)
-    out = {"dataset": manifest.get("dataset"), "split": manifest.get("split"), "fingerprint": fingerprint,
-           "samples": sum(m["samples"] for m in written), "bytes": sum(m["bytes"] for m in written),
-           "shards": [{k: m[k] for k in ("name", "samples", "bytes", "sha256")} for m in written],
-           "features": list(extractor.backbones.names)}
+    out = {
+        "dataset": manifest.get("dataset"),
+        "split": manifest.get("split"),
+        "fingerprint": fingerprint,
+        "samples": sum(m["samples"] for m in written),
+        "bytes": sum(m["bytes"] for m in written),
+        "shards": [{k: m[k] for k in ("name", "samples", "bytes", "sha256")} for m in written],
+        "features": list(extractor.backbones.names),
+    }
     write_json(out_dir / "manifest.json", out)
     out["reused_shards"] = reused
     return out
 
 
-__all__ = ["FEATURE_NAMES", "FeatureExtractor", "FrozenBackbones", "extract_shard", "extract_split", "load_npy", "npy_bytes",
-           "sha256_file"]
+__all__ = [
+    "FEATURE_NAMES",
+    "FeatureExtractor",
+    "FrozenBackbones",
+    "extract_shard",
+    "extract_split",
+    "load_npy",
+    "npy_bytes",
+    "sha256_file",
+]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -140,9 +140,15 @@ def build_scheduler(
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     ms = tuple(sorted(int(m) for m in milestones))
-    factors = [
-        LrFactor(total_steps, max(1, warmup_steps) if s.warmup and warmup_steps else 0, ms, gamma,
-                 s.warmup and warmup_steps > 0, s.decay)
+    factors: list[Callable[[int], float]] = [
+        LrFactor(
+            total_steps,
+            max(1, warmup_steps) if s.warmup and warmup_steps else 0,
+            ms,
+            gamma,
+            s.warmup and warmup_steps > 0,
+            s.decay,
+        )
         for s in specs
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)

@@ -24,8 +24,8 @@ from torch import Tensor
 from torchvision.ops import box_convert, box_iou
 
 from cgstvg.data.collate import normalize_frames
-from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.data.synthetic.grounding_frames import GroundingFrames
+from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.model.cgstvg import CGSTVG
 from cgstvg.model.criterion import CGSTVGCriterion
 from cgstvg.model.head import CGSTVGOutput
@@ -58,8 +58,9 @@ class PretrainSettings:
         return settings
 
 
-def ground_frames(model: CGSTVG, frames: Tensor, frame_of_sample: Tensor, phrases: list[str],
-                  targets: GroundingTargets | None = None) -> CGSTVGOutput:
+def ground_frames(
+    model: CGSTVG, frames: Tensor, frame_of_sample: Tensor, phrases: list[str], targets: GroundingTargets | None = None
+) -> CGSTVGOutput:
     """The model on one-frame videos: frames (F, 3, H, W) normalised, sample s on frame `frame_of_sample[s]`."""
     app = model.appearance(frames)[frame_of_sample][:, None]  # (S, 1, C, h, w): one CNN pass per frame
     s, _, _, h, w = app.shape
@@ -129,8 +130,12 @@ def pretrain_grounding(
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
         scheduler.step()
-        row = {"step": step, "loss": float(total.detach()), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - started, 1)}
+        row = {
+            "step": step,
+            "loss": float(total.detach()),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         if step % settings.eval_every == 0 or step == settings.steps:
             row.update({f"val_{k}": v for k, v in heldout_iou(model, val_pool).items() if k != "samples"})
         rows.append(row)

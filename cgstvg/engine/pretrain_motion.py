@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from cgstvg.data.collate import normalize_frames
-from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, ActionWindows
+from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.model.motion import VideoSwinBackbone
 
 
@@ -80,8 +80,13 @@ def heldout_accuracy(model: ActionClassifier, pool: ActionWindows, batch: int = 
     return right / len(pool)
 
 
-def pretrain_motion(backbone: VideoSwinBackbone, train_pool: ActionWindows, val_pool: ActionWindows,
-                    settings: MotionPretrainSettings, log: Callable[[dict], None] = lambda row: None) -> list[dict]:
+def pretrain_motion(
+    backbone: VideoSwinBackbone,
+    train_pool: ActionWindows,
+    val_pool: ActionWindows,
+    settings: MotionPretrainSettings,
+    log: Callable[[dict], None] = lambda row: None,
+) -> list[dict]:
     """Train `backbone` (in place) as an action classifier; returns the curve rows (held-out accuracy at evals)."""
     backbone.requires_grad_(True)
     torch.manual_seed(settings.seed)
@@ -92,9 +97,10 @@ def pretrain_motion(backbone: VideoSwinBackbone, train_pool: ActionWindows, val_
     # throughout, held-out accuracy stayed at the majority class (README "pretrain_motion").
     bias = [p for n, p in model.named_parameters() if n.endswith("relative_position_bias_table")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("relative_position_bias_table")]
-    optimizer = torch.optim.AdamW([{"params": rest, "lr": settings.lr},
-                                   {"params": bias, "lr": settings.bias_lr, "weight_decay": 0.0}],
-                                  weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": rest, "lr": settings.lr}, {"params": bias, "lr": settings.bias_lr, "weight_decay": 0.0}],
+        weight_decay=settings.weight_decay,
+    )
 
     scheduler = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
     rng = np.random.default_rng(settings.seed)
@@ -109,8 +115,12 @@ def pretrain_motion(backbone: VideoSwinBackbone, train_pool: ActionWindows, val_
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()
         scheduler.step()
-        row = {"step": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - started, 1)}
+        row = {
+            "step": step,
+            "loss": float(loss.detach()),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         if step % settings.eval_every == 0 or step == settings.steps:
             row["val_accuracy"] = heldout_accuracy(model, val_pool)
         rows.append(row)

@@ -235,8 +235,13 @@ def train(
             n_in_interval += 1
             if step % settings.log_every == 0 or step == total_steps:
                 keys = list(sums)
-                means = all_reduce_mean(torch.tensor([sums[k] / n_in_interval for k in keys], dtype=torch.float64,
-                                                     device=env.device if env.device.type == "cuda" else None))
+                means = all_reduce_mean(
+                    torch.tensor(
+                        [sums[k] / n_in_interval for k in keys],
+                        dtype=torch.float64,
+                        device=env.device if env.device.type == "cuda" else None,
+                    )
+                )
                 row: dict[str, float] = {"step": step, "epoch": (step - 1) // settings.steps_per_epoch}
                 row.update({k: float(m) for k, m in zip(keys, means.tolist())})
                 row.update(used_lr)

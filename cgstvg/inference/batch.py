@@ -69,8 +69,10 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = set(reader.fieldnames or [])
         if "video" not in columns or not columns & set(SENTENCE_KEYS):
-            raise InputError(f"{path}: the CSV header must name the columns 'video' and 'sentence' (or 'text'), "
-                             f"got {sorted(columns)}")
+            raise InputError(
+                f"{path}: the CSV header must name the columns 'video' and 'sentence' (or 'text'), "
+                f"got {sorted(columns)}"
+            )
         for i, row in enumerate(reader):
             pairs.append(_pair(i, row, f"{path}:{reader.line_num}", base))
         return pairs

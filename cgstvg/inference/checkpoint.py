@@ -104,16 +104,18 @@ class GroundingParams:
         if not isinstance(sampling.get(knob), (int, float)) or sampling[knob] <= 0:
             raise CheckpointError(f"{where}: params.sampling.{knob} must be a positive number for policy {policy!r}")
         if resize.get("mode", "aspect") not in RESIZE_MODES:
-            raise CheckpointError(f"{where}: params.resize.mode={resize.get('mode')!r}, expected one of "
-                                  f"{list(RESIZE_MODES)}")
+            raise CheckpointError(
+                f"{where}: params.resize.mode={resize.get('mode')!r}, expected one of {list(RESIZE_MODES)}"
+            )
         for key in ("short_side", "max_long_side"):
             if not isinstance(resize.get(key), int) or resize[key] <= 0:
                 raise CheckpointError(f"{where}: params.resize.{key} must be a positive integer")
         return cls(model=dict(d["model"]), sampling=sampling, resize=resize, protocol=protocol)
 
     @classmethod
-    def from_params_yaml(cls, params: dict[str, Any], dataset: str | None = None, protocol: str | None = None,
-                         where: str = "params.yaml") -> GroundingParams:
+    def from_params_yaml(
+        cls, params: dict[str, Any], dataset: str | None = None, protocol: str | None = None, where: str = "params.yaml"
+    ) -> GroundingParams:
         """Assemble from a whole params.yaml: `model`, `shard.sampling`, `shard.resize`, and the sampling policy
         of `dataset` (`shard.policy[dataset]`; default: the first of `normalize.datasets`). The protocol is
         `protocol`, else `evaluate.protocol` when that section has one, else two_pass."""
@@ -123,12 +125,17 @@ class GroundingParams:
                 dataset = params["normalize"]["datasets"][0]
             policy = shard["policy"][dataset]
             sampling = {"policy": policy, **{k: v for k, v in shard["sampling"].items() if k != "eval_multiplier"}}
-            resize = {k: shard["resize"][k] for k in ("mode", "short_side", "max_long_side", "width_cap")
-                      if k in shard["resize"]}
+            resize = {
+                k: shard["resize"][k]
+                for k in ("mode", "short_side", "max_long_side", "width_cap")
+                if k in shard["resize"]
+            }
             model = params["model"]
         except (KeyError, IndexError, TypeError) as exc:
-            raise CheckpointError(f"{where}: cannot assemble grounding params (missing {exc}); need model, "
-                                  f"shard.policy[{dataset!r}], shard.sampling, shard.resize") from None
+            raise CheckpointError(
+                f"{where}: cannot assemble grounding params (missing {exc}); need model, "
+                f"shard.policy[{dataset!r}], shard.sampling, shard.resize"
+            ) from None
         if protocol is None:
             evaluate = params.get("evaluate")
             protocol = evaluate.get("protocol", "two_pass") if isinstance(evaluate, dict) else "two_pass"
@@ -164,9 +171,13 @@ class GroundingModel:
         return next(self.model.parameters()).device
 
 
-def save_grounding_checkpoint(path: str | os.PathLike, state_dict: dict[str, Tensor],
-                              params: GroundingParams | dict[str, Any],
-                              tokenizer_dir: str | os.PathLike | None = None, step: int | None = None) -> Path:
+def save_grounding_checkpoint(
+    path: str | os.PathLike,
+    state_dict: dict[str, Tensor],
+    params: GroundingParams | dict[str, Any],
+    tokenizer_dir: str | os.PathLike | None = None,
+    step: int | None = None,
+) -> Path:
     """Write a grounding checkpoint atomically (the contract in the module docstring); returns `path`.
 
     state_dict: a `CGSTVG` state dict (for an `AveragedModel` pass `ema.module.state_dict()`). tokenizer_dir:
@@ -175,7 +186,7 @@ def save_grounding_checkpoint(path: str | os.PathLike, state_dict: dict[str, Ten
     path = Path(path)
     if not isinstance(params, GroundingParams):
         params = GroundingParams.from_dict(params, str(path))
-    state = {
+    state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "model": {k: v.detach().cpu() for k, v in state_dict.items()},
         "params": params.to_dict(),
@@ -202,8 +213,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             with safe_open(path, framework="pt") as f:
                 meta = f.metadata() or {}
         except Exception as exc:  # safetensors raises its own error types for foreign or truncated files
-            raise CheckpointError(f"{path}: cannot read the safetensors checkpoint ({type(exc).__name__}: "
-                                  f"{exc})") from None
+            raise CheckpointError(
+                f"{path}: cannot read the safetensors checkpoint ({type(exc).__name__}: {exc})"
+            ) from None
         obj: dict[str, Any] = {"model": state}
         if SAFETENSORS_PARAMS_KEY in meta:
             obj["params"] = json.loads(meta[SAFETENSORS_PARAMS_KEY])
@@ -212,8 +224,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated, foreign or pickled-object files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: cannot read the checkpoint with torch.load(weights_only=True) "
-                              f"({type(exc).__name__}: {message})") from None
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint with torch.load(weights_only=True) ({type(exc).__name__}: {message})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
     if obj.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
@@ -223,14 +236,16 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             return obj, _plain_state_dict(obj[name], path)
     if obj and all(isinstance(v, Tensor) for v in obj.values()):
         return {"model": obj}, obj
-    raise CheckpointError(f"{path}: no state dict found (expected a 'model' or 'model_ema' entry, or a flat dict "
-                          f"of tensors; entries: {sorted(obj)[:10]})")
+    raise CheckpointError(
+        f"{path}: no state dict found (expected a 'model' or 'model_ema' entry, or a flat dict "
+        f"of tensors; entries: {sorted(obj)[:10]})"
+    )
 
 
 def _plain_state_dict(state: dict[str, Any], path: Path) -> dict[str, Tensor]:
     """Strip `torch.optim.swa_utils.AveragedModel`'s wrapping (`module.` prefix, `n_averaged`) if present."""
     if "n_averaged" in state and all(k.startswith("module.") for k in state if k != "n_averaged"):
-        state = {k[len("module."):]: v for k, v in state.items() if k != "n_averaged"}
+        state = {k[len("module.") :]: v for k, v in state.items() if k != "n_averaged"}
     bad = sorted(k for k, v in state.items() if not isinstance(v, Tensor))
     if bad:
         raise CheckpointError(f"{path}: the state dict holds non-tensor entries {bad[:5]}")
@@ -241,8 +256,11 @@ def _mismatch(path: Path, ours: dict[str, Tensor], theirs: dict[str, Tensor]) ->
     """One line describing how a state dict differs from the model's, or None when keys and shapes agree."""
     missing = sorted(set(ours) - set(theirs))
     unexpected = sorted(set(theirs) - set(ours))
-    shapes = [f"{k}: checkpoint {list(theirs[k].shape)}, model {list(ours[k].shape)}"
-              for k in sorted(set(ours) & set(theirs)) if theirs[k].shape != ours[k].shape]
+    shapes = [
+        f"{k}: checkpoint {list(theirs[k].shape)}, model {list(ours[k].shape)}"
+        for k in sorted(set(ours) & set(theirs))
+        if theirs[k].shape != ours[k].shape
+    ]
     if not (missing or unexpected or shapes):
         return None
     parts = []
@@ -252,8 +270,10 @@ def _mismatch(path: Path, ours: dict[str, Tensor], theirs: dict[str, Tensor]) ->
         parts.append(f"{len(missing)} weights missing ({', '.join(missing[:3])})")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected weights ({', '.join(unexpected[:3])})")
-    return (f"{path}: the weights do not match the model its params describe: {'; '.join(parts)} "
-            f"(was it saved with another model config?)")
+    return (
+        f"{path}: the weights do not match the model its params describe: {'; '.join(parts)} "
+        f"(was it saved with another model config?)"
+    )
 
 
 def _file_sha256(path: Path) -> str:
@@ -261,9 +281,13 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_grounding_model(path: str | os.PathLike, *, params: GroundingParams | None = None,
-                         tokenizer_dir: str | os.PathLike | None = None,
-                         device: str | torch.device = "cpu") -> GroundingModel:
+def load_grounding_model(
+    path: str | os.PathLike,
+    *,
+    params: GroundingParams | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> GroundingModel:
     """Load a checkpoint (any layout in the module docstring), build its model and load the weights strictly.
 
     Raises CheckpointError (one line, naming `path`) when the file is missing or unreadable, carries no params
@@ -281,10 +305,16 @@ def load_grounding_model(path: str | os.PathLike, *, params: GroundingParams | N
             raise CheckpointError(f"{path}: the release checkpoint does not convert ({exc})") from None
     if params is None:
         if "params" not in obj:
-            hint = (" (the authors' release checkpoints carry none: pass --params with the release model config "
-                    "and --tokenizer with the roberta-base tokenizer)" if layout == "release" else "")
-            raise CheckpointError(f"{path}: the checkpoint carries no params (model config, sampling, resize, "
-                                  f"protocol); pass --params{hint}")
+            hint = (
+                " (the authors' release checkpoints carry none: pass --params with the release model config "
+                "and --tokenizer with the roberta-base tokenizer)"
+                if layout == "release"
+                else ""
+            )
+            raise CheckpointError(
+                f"{path}: the checkpoint carries no params (model config, sampling, resize, "
+                f"protocol); pass --params{hint}"
+            )
         params = GroundingParams.from_dict(obj["params"], f"{path}: params")
 
     with tempfile.TemporaryDirectory(prefix="cgstvg-tokenizer-") as tmp:
@@ -304,8 +334,12 @@ def load_grounding_model(path: str | os.PathLike, *, params: GroundingParams | N
     model.load_state_dict(state, strict=True)
     model.eval().to(device)
     step = obj.get("step")
-    info = {"path": str(path), "sha256": _file_sha256(path), "layout": layout,
-            "step": int(step) if isinstance(step, int) else None}
+    info = {
+        "path": str(path),
+        "sha256": _file_sha256(path),
+        "layout": layout,
+        "step": int(step) if isinstance(step, int) else None,
+    }
     return GroundingModel(model=model, params=params, checkpoint=info)
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cgstvg.data.collate import normalize_frames
 from cgstvg.data.resize import resized_size
 from cgstvg.data.sampling import sample_frame_ids
-from cgstvg.data.collate import normalize_frames
 from cgstvg.evaluation.protocol import PassPrediction, TubePrediction, run_protocol
 from cgstvg.inference.checkpoint import GroundingModel
 from cgstvg.inference.errors import InputError
@@ -77,13 +77,15 @@ class GroundingResult:
         boxes = []
         for frame in range(start, end_excl):
             i = frame - first
-            boxes.append({
-                "frame": frame,
-                "time_s": frame / fps,
-                "box_xyxy": [float(v) for v in self.tube.boxes[i].tolist()],
-                "conf": None if self.conf is None else float(self.conf[i]),
-                "sampled": frame in sampled,
-            })
+            boxes.append(
+                {
+                    "frame": frame,
+                    "time_s": frame / fps,
+                    "box_xyxy": [float(v) for v in self.tube.boxes[i].tolist()],
+                    "conf": None if self.conf is None else float(self.conf[i]),
+                    "sampled": frame in sampled,
+                }
+            )
         return {
             "sentence": self.sentence,
             "video": self.video.to_json(),
@@ -114,8 +116,14 @@ def sampled_frame_ids(grounding: GroundingModel, info: VideoInfo) -> tuple[list[
     """Frame ids of the whole video under the checkpoint's policy, and whether they were thinned to fit."""
     params = grounding.params
     passes = params.passes
-    ids = sample_frame_ids({**params.sampling, "eval_multiplier": passes}, policy=params.sampling["policy"],
-                           split="test", fps=info.fps, segment_start=0, segment_end=info.frames - 1)
+    ids = sample_frame_ids(
+        {**params.sampling, "eval_multiplier": passes},
+        policy=params.sampling["policy"],
+        split="test",
+        fps=info.fps,
+        segment_start=0,
+        segment_end=info.frames - 1,
+    )
     cap = passes * grounding.model.head.cfg.max_video_len
     if len(ids) <= cap:
         return ids, False
@@ -123,9 +131,15 @@ def sampled_frame_ids(grounding: GroundingModel, info: VideoInfo) -> tuple[list[
     return [ids[k] for k in keep], True
 
 
-def ground(grounding: GroundingModel, video_path: str | os.PathLike, sentence: str, *,
-           max_seconds: float | None = DEFAULT_MAX_SECONDS, render: str | os.PathLike | None = None,
-           render_max_side: int = RENDER_MAX_SIDE) -> GroundingResult:
+def ground(
+    grounding: GroundingModel,
+    video_path: str | os.PathLike,
+    sentence: str,
+    *,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    render: str | os.PathLike | None = None,
+    render_max_side: int = RENDER_MAX_SIDE,
+) -> GroundingResult:
     """Ground `sentence` in the video at `video_path`; with `render`, also write the video with the tube drawn
     (.mp4 or .gif; the sampled frames at real-time speed, red box inside the predicted segment, sentence as a
     caption). Raises InputError / VideoError (one line naming the input) on bad input."""
@@ -138,9 +152,14 @@ def ground(grounding: GroundingModel, video_path: str | os.PathLike, sentence: s
     info = video.info
     params = grounding.params
     ids, capped = sampled_frame_ids(grounding, info)
-    size = resized_size(info.height, info.width, short_side=params.resize["short_side"],
-                        max_long_side=params.resize["max_long_side"], mode=params.resize.get("mode", "aspect"),
-                        width_cap=params.resize.get("width_cap", 1.4))
+    size = resized_size(
+        info.height,
+        info.width,
+        short_side=params.resize["short_side"],
+        max_long_side=params.resize["max_long_side"],
+        mode=params.resize.get("mode", "aspect"),
+        width_cap=params.resize.get("width_cap", 1.4),
+    )
     sizes = [size]
     if render is not None:
         scale = min(1.0, render_max_side / max(info.height, info.width))
@@ -158,14 +177,18 @@ def ground(grounding: GroundingModel, video_path: str | os.PathLike, sentence: s
     def predict_pass(positions: torch.Tensor) -> PassPrediction:
         clip = normalize_frames(frames[positions]).to(device)[None]  # (1, T, 3, h, w)
         out = grounding.model(clip, [sentence])
-        tube = post_process(out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), frame_ids[positions][None],
-                            orig_hw)
+        tube = post_process(
+            out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), frame_ids[positions][None], orig_hw
+        )
         boxes = torch.minimum(tube.boxes_xyxy[0], limit)  # post_process clips at 0 only
         scores.append(float(tube.score[0].exp()))
         if out.boxes_conf is not None:
             conf_parts.append((frame_ids[positions], out.boxes_conf[0].float().cpu() / 2))
-        return PassPrediction(frame_ids=frame_ids[positions], boxes=boxes,
-                              segment=(int(tube.sted_frame_ids[0, 0]), int(tube.sted_frame_ids[0, 1])))
+        return PassPrediction(
+            frame_ids=frame_ids[positions],
+            boxes=boxes,
+            segment=(int(tube.sted_frame_ids[0, 0]), int(tube.sted_frame_ids[0, 1])),
+        )
 
     tube = run_protocol(frame_ids, predict_pass, params.protocol)
     conf = None
@@ -175,14 +198,30 @@ def ground(grounding: GroundingModel, video_path: str | os.PathLike, sentence: s
         values = torch.cat([c[1] for c in conf_parts]).numpy()
         order = np.argsort(at, kind="stable")
         conf = np.interp(tube.frame_ids.numpy(), at[order], values[order])
-    result = GroundingResult(video=info, sentence=sentence, frame_ids=frame_ids, tube=tube, conf=conf,
-                             pass_scores=scores, model_size=size, policy=params.sampling["policy"],
-                             protocol=params.protocol, capped=capped)
+    result = GroundingResult(
+        video=info,
+        sentence=sentence,
+        frame_ids=frame_ids,
+        tube=tube,
+        conf=conf,
+        pass_scores=scores,
+        model_size=size,
+        policy=params.sampling["policy"],
+        protocol=params.protocol,
+        capped=capped,
+    )
     if render is not None:
-        render_prediction(render, decoded[1].permute(0, 2, 3, 1).numpy(), ids, sentence=sentence,
-                          pred_segment=tube.segment, pred_frames=tube.frame_ids, pred_boxes=tube.boxes,
-                          original_size=(info.height, info.width),
-                          fps=len(ids) / info.duration_s)
+        render_prediction(
+            render,
+            decoded[1].permute(0, 2, 3, 1).numpy(),
+            ids,
+            sentence=sentence,
+            pred_segment=tube.segment,
+            pred_frames=tube.frame_ids,
+            pred_boxes=tube.boxes,
+            original_size=(info.height, info.width),
+            fps=len(ids) / info.duration_s,
+        )
     return result
 
 

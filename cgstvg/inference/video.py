@@ -39,8 +39,14 @@ class VideoInfo:
         return self.frames / self.fps
 
     def to_json(self) -> dict:
-        return {"path": self.path, "frames": self.frames, "fps": self.fps, "height": self.height,
-                "width": self.width, "duration_s": self.duration_s}
+        return {
+            "path": self.path,
+            "frames": self.frames,
+            "fps": self.fps,
+            "height": self.height,
+            "width": self.width,
+            "duration_s": self.duration_s,
+        }
 
 
 def _first_line(exc: BaseException) -> str:
@@ -71,15 +77,18 @@ class Video:
         outs: list[list[torch.Tensor]] = [[] for _ in sizes]
         for start in range(0, len(ids), chunk):
             try:
-                batch = self._reader.get_batch(ids[start:start + chunk]).asnumpy()
+                batch = self._reader.get_batch(ids[start : start + chunk]).asnumpy()
             except Exception as exc:  # decord raises its own DECORDError (and RuntimeError) on broken streams
-                raise VideoError(f"{self.path}: cannot decode frames {ids[start]}..{ids[start:start + chunk][-1]} "
-                                 f"({_first_line(exc)})") from None
+                raise VideoError(
+                    f"{self.path}: cannot decode frames {ids[start]}..{ids[start : start + chunk][-1]} "
+                    f"({_first_line(exc)})"
+                ) from None
             frames = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()  # (t, 3, H, W) uint8
             for out, size in zip(outs, sizes):
                 out.append(resize_frames(frames, size))
-        return [torch.cat(out) if out else torch.empty(0, 3, *size, dtype=torch.uint8)
-                for out, size in zip(outs, sizes)]
+        return [
+            torch.cat(out) if out else torch.empty(0, 3, *size, dtype=torch.uint8) for out, size in zip(outs, sizes)
+        ]
 
 
 def open_video(path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> Video:
@@ -107,8 +116,10 @@ def open_video(path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_
         raise VideoError(f"{path}: the video has no usable frame rate (got {fps})")
     info = VideoInfo(path=str(path), frames=frames, fps=fps, height=int(first[0]), width=int(first[1]))
     if max_seconds is not None and info.duration_s > max_seconds:
-        raise VideoError(f"{path}: the video lasts {info.duration_s:.1f} s, over the limit of {max_seconds:g} s "
-                         f"(raise it with --max-seconds)")
+        raise VideoError(
+            f"{path}: the video lasts {info.duration_s:.1f} s, over the limit of {max_seconds:g} s "
+            f"(raise it with --max-seconds)"
+        )
     return Video(path, reader, info)
 
 

@@ -65,8 +65,15 @@ class ResNetTrunk(nn.Module):
     Input (N, 3, H, W) float; output (N, out_channels, ceil(H/stride), ceil(W/stride)).
     """
 
-    def __init__(self, name: str = "resnet101", last_layer: str = "layer4", trainable: bool = True,
-                 frame_chunk: int = 0, channels_last: bool = False, fold_batchnorm: bool = True) -> None:
+    def __init__(
+        self,
+        name: str = "resnet101",
+        last_layer: str = "layer4",
+        trainable: bool = True,
+        frame_chunk: int = 0,
+        channels_last: bool = False,
+        fold_batchnorm: bool = True,
+    ) -> None:
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"appearance backbone {name!r}: expected one of {RESNETS} or 'small_cnn'")
@@ -161,16 +168,23 @@ class SmallConvNet(nn.Module):
     knows its place and the boxes stay at the constant-box loss (see the README's "Training the default").
     """
 
-    def __init__(self, channels: tuple[int, ...] | list[int] = (16, 32, 64, 64), frame_chunk: int = 0,
-                 coord_channels: bool = False) -> None:
+    def __init__(
+        self,
+        channels: tuple[int, ...] | list[int] = (16, 32, 64, 64),
+        frame_chunk: int = 0,
+        coord_channels: bool = False,
+    ) -> None:
         super().__init__()
         if not channels:
             raise ValueError("small_cnn channels: need at least one block")
         blocks: list[nn.Module] = []
         in_ch = 3
         for out_ch in channels:
-            blocks += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out_ch),
-                       nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            ]
             in_ch = out_ch
         self.body = nn.Sequential(*blocks)
         self.coord_channels = coord_channels

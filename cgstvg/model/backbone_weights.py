@@ -48,9 +48,9 @@ OFFICIAL_TEXT = "text_encoder.body."
 
 OFFICIAL_DROPPED = {
     "text_encoder.body.pooler.": "RoBERTa pooler: the release computes it but never uses it (no gradient); "
-                                 "our RobertaModel is built without it",
+    "our RobertaModel is built without it",
     "text_encoder.body.embeddings.position_ids": "arange buffer saved by transformers 4.5.1 (the release's pin); "
-                                                 "recent transformers rebuild it and do not save it",
+    "recent transformers rebuild it and do not save it",
     "text_encoder.body.embeddings.token_type_ids": "zeros buffer, not saved by recent transformers",
 }
 """Release backbone keys (or key prefixes, ending in '.') that are not loaded, and why."""
@@ -64,7 +64,7 @@ def official_appearance_key(key: str, prefix: str = DEFAULT_PREFIXES["appearance
     """`vis_encoder.0.body.<x>` -> `<prefix><x>` (torchvision ResNet keys; FrozenBatchNorm buffers alike)."""
     if not key.startswith(OFFICIAL_APPEARANCE):
         raise KeyError(f"{key!r} is not a release appearance-backbone key ({OFFICIAL_APPEARANCE}*)")
-    return prefix + key[len(OFFICIAL_APPEARANCE):]
+    return prefix + key[len(OFFICIAL_APPEARANCE) :]
 
 
 def swin_key(key: str) -> str:
@@ -77,8 +77,12 @@ def swin_key(key: str) -> str:
     match = re.fullmatch(r"layers\.(\d+)\.blocks\.(\d+)\.(.+)", key)
     if match:
         stage, block, rest = match.groups()
-        rest = {"mlp.fc1.weight": "mlp.0.weight", "mlp.fc1.bias": "mlp.0.bias",
-                "mlp.fc2.weight": "mlp.3.weight", "mlp.fc2.bias": "mlp.3.bias"}.get(rest, rest)
+        rest = {
+            "mlp.fc1.weight": "mlp.0.weight",
+            "mlp.fc1.bias": "mlp.0.bias",
+            "mlp.fc2.weight": "mlp.3.weight",
+            "mlp.fc2.bias": "mlp.3.bias",
+        }.get(rest, rest)
         return f"features.{2 * int(stage)}.{block}.{rest}"
     match = re.fullmatch(r"downsamples\.(\d+)\.(.+)", key)
     if match:
@@ -92,7 +96,7 @@ def official_motion_key(key: str, prefix: str = DEFAULT_PREFIXES["motion"]) -> s
     """`vid.<x>` -> `<prefix><torchvision key>` (see `swin_key`)."""
     if not key.startswith(OFFICIAL_MOTION):
         raise KeyError(f"{key!r} is not a release motion-backbone key ({OFFICIAL_MOTION}*)")
-    return prefix + swin_key(key[len(OFFICIAL_MOTION):])
+    return prefix + swin_key(key[len(OFFICIAL_MOTION) :])
 
 
 def official_text_key(key: str, prefix: str = DEFAULT_PREFIXES["text"]) -> str | None:
@@ -101,7 +105,7 @@ def official_text_key(key: str, prefix: str = DEFAULT_PREFIXES["text"]) -> str |
         raise KeyError(f"{key!r} is not a release text-backbone key ({OFFICIAL_TEXT}*)")
     if _dropped(key, OFFICIAL_DROPPED):
         return None
-    return prefix + "model." + key[len(OFFICIAL_TEXT):]
+    return prefix + "model." + key[len(OFFICIAL_TEXT) :]
 
 
 def is_official_backbone_key(key: str) -> bool:
@@ -119,8 +123,9 @@ def official_backbone_key(key: str, prefixes: Mapping[str, str] = DEFAULT_PREFIX
     raise KeyError(f"{key!r} is not a release backbone key (vis_encoder.0.body.*, vid.*, text_encoder.body.*)")
 
 
-def official_backbone_state_dict(state: Mapping[str, Tensor],
-                                 prefixes: Mapping[str, str] = DEFAULT_PREFIXES) -> dict[str, Tensor]:
+def official_backbone_state_dict(
+    state: Mapping[str, Tensor], prefixes: Mapping[str, str] = DEFAULT_PREFIXES
+) -> dict[str, Tensor]:
     """The backbone part of a release-layout state dict, renamed to ours (dropped keys left out)."""
     out = {}
     for key, value in state.items():
@@ -133,8 +138,15 @@ def official_backbone_state_dict(state: Mapping[str, Tensor],
 
 # --- MDETR ------------------------------------------------------------------------------------------------------
 
-MDETR_ONLY = ("query_embed.", "class_embed.", "contrastive_align_projection_image.",
-              "contrastive_align_projection_text.", "transformer.CLS.", "qa_embed.", "answer_type_head.")
+MDETR_ONLY = (
+    "query_embed.",
+    "class_embed.",
+    "contrastive_align_projection_image.",
+    "contrastive_align_projection_text.",
+    "transformer.CLS.",
+    "qa_embed.",
+    "answer_type_head.",
+)
 """MDETR heads without a counterpart in CG-STVG (the release's loader ignores them)."""
 
 
@@ -150,18 +162,18 @@ def mdetr_to_official_key(key: str) -> str | None:
     if key.startswith(MDETR_ONLY):
         return None
     if key.startswith("backbone."):
-        return "vis_encoder." + key[len("backbone."):]
+        return "vis_encoder." + key[len("backbone.") :]
     if key.startswith("transformer.text_encoder."):
-        return "text_encoder.body." + key[len("transformer.text_encoder."):]
+        return "text_encoder.body." + key[len("transformer.text_encoder.") :]
     if key.startswith("transformer.resizer."):
-        return "text_encoder.resizer." + key[len("transformer.resizer."):]
+        return "text_encoder.resizer." + key[len("transformer.resizer.") :]
     match = re.fullmatch(r"transformer\.encoder\.layers\.(\d+)\.(.+)", key)
     if match:
         return f"ground_encoder.encoder.spatial_layers.{match.group(1)}.{match.group(2)}"
     if key.startswith(("input_proj.", "bbox_embed.")):
         return key
     if key.startswith("transformer."):
-        return "ground_decoder." + key[len("transformer."):]
+        return "ground_decoder." + key[len("transformer.") :]
     return None
 
 
@@ -175,8 +187,9 @@ def mdetr_to_official_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tenso
     return out
 
 
-def mdetr_backbone_state_dict(state: Mapping[str, Tensor],
-                              prefixes: Mapping[str, str] = DEFAULT_PREFIXES) -> dict[str, Tensor]:
+def mdetr_backbone_state_dict(
+    state: Mapping[str, Tensor], prefixes: Mapping[str, str] = DEFAULT_PREFIXES
+) -> dict[str, Tensor]:
     """The appearance (ResNet-101) and text (RoBERTa) weights of an MDETR state dict, in our keys."""
     return official_backbone_state_dict(mdetr_to_official_state_dict(state), prefixes)
 
@@ -199,7 +212,7 @@ def kinetics_swin_key(key: str) -> str | None:
         return None
     if not key.startswith("backbone."):
         raise KeyError(f"{key!r} is not a Video Swin Kinetics-400 key (backbone.*, cls_head.*)")
-    key = key[len("backbone."):]
+    key = key[len("backbone.") :]
     match = re.fullmatch(r"layers\.(\d+)\.downsample\.(.+)", key)
     if match:
         return f"features.{2 * int(match.group(1)) + 1}.{match.group(2)}"
@@ -235,8 +248,9 @@ def load_kinetics_init(motion: nn.Module, path: str | os.PathLike) -> int:
     missing = [k for k in own if k not in state and not k.endswith("relative_position_index")]
     wrong = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
     if missing or wrong:
-        raise ValueError(f"{path}: does not fit model.backbones.motion (missing {missing[:3]}, unknown or "
-                         f"mis-shaped {wrong[:3]})")
+        raise ValueError(
+            f"{path}: does not fit model.backbones.motion (missing {missing[:3]}, unknown or mis-shaped {wrong[:3]})"
+        )
     motion.load_state_dict(state, strict=False)
     return len(state)
 
@@ -260,7 +274,7 @@ def to_kinetics_swin_state_dict(ours: Mapping[str, Tensor]) -> dict[str, Tensor]
                 value = (value / 2).expand(-1, -1, 2, -1, -1).contiguous()
         elif match and int(match.group(1)) % 2 == 0:
             block, rest = match.group(2).split(".", 1)
-            rest = next((new + rest[len(old):] for old, new in mlp.items() if rest.startswith(old)), rest)
+            rest = next((new + rest[len(old) :] for old, new in mlp.items() if rest.startswith(old)), rest)
             k400 = f"backbone.layers.{int(match.group(1)) // 2}.blocks.{block}.{rest}"
         elif match:
             k400 = f"backbone.layers.{int(match.group(1)) // 2}.downsample.{match.group(2)}"
@@ -273,6 +287,7 @@ def to_kinetics_swin_state_dict(ours: Mapping[str, Tensor]) -> dict[str, Tensor]
 
 
 # --- reading checkpoints ----------------------------------------------------------------------------------------
+
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint safely: safetensors, or `torch.load(weights_only=True)`.
@@ -289,15 +304,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"{path}: cannot be read with torch.load(weights_only=True) ({err}); re-save its state "
-                         f"dict as plain tensors (torch.save or safetensors)") from None
+        raise ValueError(
+            f"{path}: cannot be read with torch.load(weights_only=True) ({err}); re-save its state "
+            f"dict as plain tensors (torch.save or safetensors)"
+        ) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
     return obj
 
 
-def state_dict_from(checkpoint: Mapping[str, Any], entries: Iterable[str] = ("model", "state_dict"),
-                    where: str = "checkpoint") -> dict[str, Tensor]:
+def state_dict_from(
+    checkpoint: Mapping[str, Any], entries: Iterable[str] = ("model", "state_dict"), where: str = "checkpoint"
+) -> dict[str, Tensor]:
     """The state dict inside a checkpoint: the first of `entries` present, else the checkpoint itself."""
     for entry in entries:
         if entry in checkpoint:
@@ -307,6 +325,8 @@ def state_dict_from(checkpoint: Mapping[str, Any], entries: Iterable[str] = ("mo
         state = checkpoint
     bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(f"{where}: not a state dict (non-tensor entries {bad[:5]}); expected one of "
-                         f"{list(entries)} or a flat dict of tensors")
+        raise ValueError(
+            f"{where}: not a state dict (non-tensor entries {bad[:5]}); expected one of "
+            f"{list(entries)} or a flat dict of tensors"
+        )
     return dict(state)

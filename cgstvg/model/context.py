@@ -55,7 +55,11 @@ def box_roi_align(features: Tensor, boxes: Tensor, output_size: int, sampling_ra
     xyxy = box_convert(boxes, "cxcywh", "xyxy") * boxes.new_tensor([w, h, w, h])
     rois = torch.cat([torch.arange(n, device=boxes.device, dtype=boxes.dtype)[:, None], xyxy], dim=1)
     pooled = roi_align(
-        features.permute(0, 3, 1, 2), rois, output_size, spatial_scale=1.0, sampling_ratio=sampling_ratio,
+        features.permute(0, 3, 1, 2),
+        rois,
+        output_size,
+        spatial_scale=1.0,
+        sampling_ratio=sampling_ratio,
         aligned=True,
     )
     return pooled.mean(dim=(2, 3))

@@ -2,8 +2,9 @@
 
 Every official key is either mapped to one of ours or listed as unused with the reason, and the result loads
 strictly (`convert_official_state_dict`; `load_official_checkpoint` reads the file). `convert_mdetr_state_dict`
-builds the release's initialisation from MDETR's pretrained checkpoint. The head keys are mapped here; the backbone prefixes (`vis_encoder.0.body.`, `vid.`,
-`text_encoder.body.`) go through the backbone converters in `cgstvg.model.backbone_weights`.
+builds the release's initialisation from MDETR's pretrained checkpoint. The head keys are mapped here; the backbone
+prefixes (`vis_encoder.0.body.`, `vid.`, `text_encoder.body.`) go through the backbone converters in
+`cgstvg.model.backbone_weights`.
 
 Unused in the release (built, saved, but never influencing an output or a gradient):
 * STCAT leftovers: `ground_encoder.encoder.{temporal_layers, frame_cls, video_cls, local_pos_embed, time_embed}`,
@@ -69,18 +70,30 @@ _HEAD_RULES: list[tuple[str, str]] = [
         r"((?:sa|ca)_\w+_proj|self_attn|cross_attn|linear1|linear2|norm1)\.(.+)",
         r"spatial_decoder.layers.\1.\2.\3",
     ),
-    (r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.attention\.self\.(query|key|value)\.(.+)",
-     r"spatial_decoder.layers.\1.context_attn.\2.\3"),
-    (r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.attention\.output\.dense\.(.+)",
-     r"spatial_decoder.layers.\1.context_attn.attn_out.\2"),
-    (r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.attention\.output\.LayerNorm\.(.+)",
-     r"spatial_decoder.layers.\1.context_attn.attn_norm.\2"),
-    (r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.hidden_intermediate\.dense\.(.+)",
-     r"spatial_decoder.layers.\1.context_attn.ffn_in.\2"),
-    (r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.output\.dense\.(.+)",
-     r"spatial_decoder.layers.\1.context_attn.ffn_out.\2"),
-    (r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.output\.LayerNorm\.(.+)",
-     r"spatial_decoder.layers.\1.context_attn.ffn_norm.\2"),
+    (
+        r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.attention\.self\.(query|key|value)\.(.+)",
+        r"spatial_decoder.layers.\1.context_attn.\2.\3",
+    ),
+    (
+        r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.attention\.output\.dense\.(.+)",
+        r"spatial_decoder.layers.\1.context_attn.attn_out.\2",
+    ),
+    (
+        r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.attention\.output\.LayerNorm\.(.+)",
+        r"spatial_decoder.layers.\1.context_attn.attn_norm.\2",
+    ),
+    (
+        r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.hidden_intermediate\.dense\.(.+)",
+        r"spatial_decoder.layers.\1.context_attn.ffn_in.\2",
+    ),
+    (
+        r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.output\.dense\.(.+)",
+        r"spatial_decoder.layers.\1.context_attn.ffn_out.\2",
+    ),
+    (
+        r"ground_decoder\.decoder\.layers\.(\d+)\.ca2\.output\.LayerNorm\.(.+)",
+        r"spatial_decoder.layers.\1.context_attn.ffn_norm.\2",
+    ),
     (r"ground_decoder\.decoder\.(query_scale|ref_point_head)\.(.+)", r"spatial_decoder.\1.\2"),
     (r"ground_decoder\.decoder\.conf\.(.+)", r"icr.conf_appearance.\1"),
     (r"ground_decoder\.decoder\.conf2\.(.+)", r"icr.conf_motion.\1"),
@@ -93,8 +106,10 @@ _HEAD_RULES: list[tuple[str, str]] = [
 
 # Checked before the mapping rules (the dead ca2 of layer 0 would otherwise match the ca2 rules).
 _UNUSED_RULES: list[tuple[str, str]] = [
-    (r"ground_encoder\.encoder\.(temporal_layers|frame_cls|video_cls|local_pos_embed)\..+",
-     "STCAT leftover in the encoder, never called"),
+    (
+        r"ground_encoder\.encoder\.(temporal_layers|frame_cls|video_cls|local_pos_embed)\..+",
+        "STCAT leftover in the encoder, never called",
+    ),
     (r"ground_encoder\.encoder\.time_embed\.te", "STCAT leftover sine table in the encoder, never read"),
     (r"ground_encoder\.fusion\..+", "STCAT leftover, never called"),
     (r"ground_decoder\.(template_generator|time_fc)\..+", "built but its result is never used"),
@@ -309,8 +324,10 @@ _TO_MDETR: list[tuple[str, str]] = [
     (r"head\.anchor_init\.norm_out\.(.+)", r"transformer.pos_fc.4.\1"),
     (r"head\.spatial_decoder\.layers\.(\d+)\.norm2\.(.+)", r"transformer.decoder.layers.\1.norm3.\2"),
     (r"head\.spatial_decoder\.layers\.(\d+)\.norm3\.(.+)", r"transformer.decoder.layers.\1.norm4.\2"),
-    (r"head\.spatial_decoder\.layers\.(\d+)\.((?:sa|ca)_\w+_proj|self_attn|cross_attn|linear1|linear2|norm1)\.(.+)",
-     r"transformer.decoder.layers.\1.\2.\3"),
+    (
+        r"head\.spatial_decoder\.layers\.(\d+)\.((?:sa|ca)_\w+_proj|self_attn|cross_attn|linear1|linear2|norm1)\.(.+)",
+        r"transformer.decoder.layers.\1.\2.\3",
+    ),
     (r"head\.spatial_decoder\.(query_scale|ref_point_head)\.(.+)", r"transformer.decoder.\1.\2"),
     (r"head\.box_head\.(.+)", r"bbox_embed.\1"),
 ]
@@ -339,7 +356,7 @@ def to_mdetr_state_dict(ours: dict[str, Tensor]) -> tuple[dict[str, Tensor], lis
 
 def _state_dict_of(obj: dict, prefer_ema: bool, where: str) -> dict[str, Tensor]:
     """The state dict of a checkpoint dict: `model_ema` (if preferred and present), else `model`, else `obj`."""
-    for name in (("model_ema", "model") if prefer_ema else ("model",)):
+    for name in ("model_ema", "model") if prefer_ema else ("model",):
         if isinstance(obj.get(name), dict):
             return obj[name]
     bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]

@@ -19,6 +19,8 @@ GT boxes divided by their global count. We compute exactly these quantities for 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,7 +79,7 @@ class CGSTVGCriterion(nn.Module):
     def weighted_total(self, losses: dict[str, Tensor], num_stages: int) -> Tensor:
         """Sum of weight * term over the emitted terms (terms with weight 0 are skipped)."""
         weights = self.weight_dict(num_stages)
-        return sum(weights[k] * v for k, v in losses.items() if weights.get(k, 0.0) != 0.0)
+        return cast(Tensor, sum(weights[k] * v for k, v in losses.items() if weights.get(k, 0.0) != 0.0))
 
     def loss_boxes(self, stage: StageOutput, targets: GroundingTargets, box_frames: Tensor) -> dict[str, Tensor]:
         pred = stage.pred_boxes[box_frames]
@@ -100,7 +102,7 @@ class CGSTVGCriterion(nn.Module):
             iou = iou.detach()
         per_frame = stage.pred_boxes.new_zeros(box_frames.shape)
         per_frame[box_frames] = F.binary_cross_entropy_with_logits(
-            stage.boxes_conf[box_frames], iou, reduction="none"
+            cast(Tensor, stage.boxes_conf)[box_frames], iou, reduction="none"
         )
         return {"loss_conf": _per_video_mean(per_frame, box_frames)}
 
@@ -149,9 +151,7 @@ class CGSTVGCriterion(nn.Module):
         losses = self.stage_losses(stages[-1], targets, outputs.time_mask)
         if self.aux_loss:
             for i, stage in enumerate(stages[:-1]):
-                losses.update(
-                    {f"{k}_{i}": v for k, v in self.stage_losses(stage, targets, outputs.time_mask).items()}
-                )
+                losses.update({f"{k}_{i}": v for k, v in self.stage_losses(stage, targets, outputs.time_mask).items()})
         return losses
 
 

@@ -12,6 +12,7 @@ selection of ICR (pass them in training, never at evaluation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +65,8 @@ class CGSTVGOutput(StageOutput):
 class CGSTVGHead(nn.Module):
     """Grounding head; parameter names are ours (`cgstvg.model.convert` maps the release's)."""
 
+    time_table: Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, cfg: CGSTVGConfig):
         super().__init__()
         self.cfg = cfg
@@ -74,11 +77,23 @@ class CGSTVGHead(nn.Module):
         self.encoder = MultimodalEncoder(d, cfg.heads, cfg.ffn_dim, cfg.enc_layers, cfg.dropout)
         self.anchor_init = AnchorInit(d, cfg.dropout)
         self.temporal_decoder = TemporalDecoder(
-            d, cfg.heads, cfg.ffn_dim, cfg.dec_layers, cfg.dropout, cfg.context_heads, cfg.context_ffn_dim,
+            d,
+            cfg.heads,
+            cfg.ffn_dim,
+            cfg.dec_layers,
+            cfg.dropout,
+            cfg.context_heads,
+            cfg.context_ffn_dim,
             cfg.context_in_temporal,
         )
         self.spatial_decoder = SpatialDecoder(
-            d, cfg.heads, cfg.ffn_dim, cfg.dec_layers, cfg.dropout, cfg.context_heads, cfg.context_ffn_dim,
+            d,
+            cfg.heads,
+            cfg.ffn_dim,
+            cfg.dec_layers,
+            cfg.dropout,
+            cfg.context_heads,
+            cfg.context_ffn_dim,
             cfg.uses_context,
         )
         self.icg = InstanceContextGeneration(cfg) if cfg.uses_context else None
@@ -247,13 +262,13 @@ class CGSTVGHead(nn.Module):
             boxes = delta.sigmoid()
             anchors = boxes.detach()
             if rec is not None:
-                rec.update({f"stage{k}.{name}": value for name, value in layer_rec.items()})
+                rec.update({f"stage{k}.{name}": value for name, value in cast(dict[str, Tensor], layer_rec).items()})
                 rec[f"stage{k}.query_out"] = tgt_s
 
             conf = None
             context = None
             if self.icr is not None:
-                roi_app, roi_mot = self.icg(memory, (h, w), anchors)
+                roi_app, roi_mot = cast(InstanceContextGeneration, self.icg)(memory, (h, w), anchors)  # set with icr
                 conf_app, conf_mot = self.icr.confidences(roi_app, roi_mot)
                 conf = conf_app + conf_mot
                 # 'last' (release): the last temporal layer scores every stage; 'stage': stage k's own.

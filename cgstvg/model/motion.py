@@ -56,8 +56,10 @@ def _window_classes(grid: list[int], shift: list[int], device: torch.device) -> 
     only if it is the LAST window along an axis with a shift; its region pattern depends only on which axes
     those are. Bit 2/1/0 = last along t/h/w (with a shift). Class 0, no split, is most windows.
     """
-    t, h, w = (torch.arange(n, device=device) == n - 1 if s > 0 else torch.zeros(n, dtype=torch.bool, device=device)
-               for n, s in zip(grid, shift, strict=True))
+    t, h, w = (
+        torch.arange(n, device=device) == n - 1 if s > 0 else torch.zeros(n, dtype=torch.bool, device=device)
+        for n, s in zip(grid, shift, strict=True)
+    )
     return (t[:, None, None] * 4 + h[None, :, None] * 2 + w[None, None, :]).flatten().long()
 
 
@@ -66,14 +68,18 @@ def _class_mask(cls: int, window: list[int], shift: list[int], device: torch.dev
     axes = []
     for bit, size, s in zip((4, 2, 1), window, shift, strict=True):
         split = cls & bit and s > 0
-        axes.append((torch.arange(size, device=device) >= size - s) if split else
-                    torch.zeros(size, dtype=torch.bool, device=device))
+        axes.append(
+            (torch.arange(size, device=device) >= size - s)
+            if split
+            else torch.zeros(size, dtype=torch.bool, device=device)
+        )
     labels = (axes[0][:, None, None] * 4 + axes[1][None, :, None] * 2 + axes[2][None, None, :]).flatten()
     return (labels[:, None] != labels[None, :]).float() * -100.0
 
 
-def _window_order(size: list[int], window: list[int], shift: list[int],
-                  device: torch.device) -> tuple[Tensor, list[tuple[int, int, int]]]:
+def _window_order(
+    size: list[int], window: list[int], shift: list[int], device: torch.device
+) -> tuple[Tensor, list[tuple[int, int, int]]]:
     """Where every window token comes from, with windows sorted by mask class.
 
     Returns the flat index into the padded (T, H, W) volume of each token of each window after the cyclic shift,
@@ -101,10 +107,18 @@ class ChunkedWindowAttention3d(ShiftedWindowAttention3d):
     at most `attention_chunk` (window, head) pairs are attended per call, which bounds memory.
     """
 
-    def __init__(self, dim: int, window_size: list[int], shift_size: list[int], num_heads: int,
-                 attention_dropout: float = 0.0, dropout: float = 0.0, *, attention_chunk: int = 512) -> None:
-        super().__init__(dim, window_size, shift_size, num_heads, attention_dropout=attention_dropout,
-                         dropout=dropout)
+    def __init__(
+        self,
+        dim: int,
+        window_size: list[int],
+        shift_size: list[int],
+        num_heads: int,
+        attention_dropout: float = 0.0,
+        dropout: float = 0.0,
+        *,
+        attention_chunk: int = 512,
+    ) -> None:
+        super().__init__(dim, window_size, shift_size, num_heads, attention_dropout=attention_dropout, dropout=dropout)
         self.attention_chunk = attention_chunk
 
     def _attend(self, part: Tensor, mask: Tensor) -> Tensor:
@@ -166,22 +180,37 @@ class VideoSwinBackbone(nn.Module):
     `out_channels` = embed_dim * 2**(len(depths)-1); `stride` = patch_size[1] * 2**(len(depths)-1).
     """
 
-    def __init__(self, embed_dim: int = 96, depths: tuple[int, ...] | list[int] = (2, 2, 6, 2),
-                 num_heads: tuple[int, ...] | list[int] = (3, 6, 12, 24),
-                 patch_size: tuple[int, ...] | list[int] = (1, 4, 4),
-                 window_size: tuple[int, ...] | list[int] = (8, 7, 7), stochastic_depth_prob: float = 0.2,
-                 drop_path_in_train: bool = False, attention: str = "torchvision",
-                 attention_chunk: int = 512) -> None:
+    def __init__(
+        self,
+        embed_dim: int = 96,
+        depths: tuple[int, ...] | list[int] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] | list[int] = (3, 6, 12, 24),
+        patch_size: tuple[int, ...] | list[int] = (1, 4, 4),
+        window_size: tuple[int, ...] | list[int] = (8, 7, 7),
+        stochastic_depth_prob: float = 0.2,
+        drop_path_in_train: bool = False,
+        attention: str = "torchvision",
+        attention_chunk: int = 512,
+    ) -> None:
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"motion attention {attention!r}: expected one of {ATTENTIONS}")
         if len(depths) != len(num_heads):
             raise ValueError(f"motion backbone: depths {list(depths)} and num_heads {list(num_heads)} differ in length")
-        attn_layer = (ShiftedWindowAttention3d if attention == "torchvision"
-                      else partial(ChunkedWindowAttention3d, attention_chunk=attention_chunk))
-        swin = SwinTransformer3d(patch_size=list(patch_size), embed_dim=embed_dim, depths=list(depths),
-                                 num_heads=list(num_heads), window_size=list(window_size),
-                                 stochastic_depth_prob=stochastic_depth_prob, block=_block_with(attn_layer))
+        attn_layer = (
+            ShiftedWindowAttention3d
+            if attention == "torchvision"
+            else partial(ChunkedWindowAttention3d, attention_chunk=attention_chunk)
+        )
+        swin = SwinTransformer3d(
+            patch_size=list(patch_size),
+            embed_dim=embed_dim,
+            depths=list(depths),
+            num_heads=list(num_heads),
+            window_size=list(window_size),
+            stochastic_depth_prob=stochastic_depth_prob,
+            block=_block_with(attn_layer),
+        )
         # pos_drop is Dropout(0) (the release's drop_rate is 0): not kept. norm/avgpool/head: never used.
         self.patch_embed = swin.patch_embed
         self.features = swin.features
@@ -220,8 +249,17 @@ class VideoSwinBackbone(nn.Module):
 
 def build_motion(cfg: dict[str, Any], where: str = "params.yaml:model.backbones.motion") -> VideoSwinBackbone:
     """Build from a params section whose keys are `VideoSwinBackbone`'s arguments."""
-    allowed = {"embed_dim", "depths", "num_heads", "patch_size", "window_size", "stochastic_depth_prob",
-               "drop_path_in_train", "attention", "attention_chunk"}
+    allowed = {
+        "embed_dim",
+        "depths",
+        "num_heads",
+        "patch_size",
+        "window_size",
+        "stochastic_depth_prob",
+        "drop_path_in_train",
+        "attention",
+        "attention_chunk",
+    }
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise KeyError(f"{where}: unknown keys {unknown} (known: {sorted(allowed)})")

@@ -62,9 +62,7 @@ class TemporalDecoderLayer(nn.Module):
         if context is not None and self.context_attn is not None:
             tgt = self.context_attn(tgt, *context)
         query = tgt.reshape(b * t, 1, d)
-        attn = self.cross_attn(
-            query, memory_key, memory, key_padding_mask=memory_mask, need_weights=False
-        )[0]
+        attn = self.cross_attn(query, memory_key, memory, key_padding_mask=memory_mask, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(attn.view(b, t, d)))
         ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(ffn))

@@ -22,24 +22,48 @@ from typing import Any
 from torch import Tensor, nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, RobertaConfig, RobertaModel
 
-ROBERTA_BASE = {"vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                "intermediate_size": 3072, "max_position_embeddings": 514, "type_vocab_size": 1,
-                "layer_norm_eps": 1e-5}
+ROBERTA_BASE = {
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+}
 """roberta-base's architecture (the release's text encoder), for random-weight full-size runs."""
 
 
-def roberta_config(vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int,
-                   max_positions: int, dropout: float = 0.1) -> RobertaConfig:
+def roberta_config(
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int,
+    max_positions: int,
+    dropout: float = 0.1,
+) -> RobertaConfig:
     """A RobertaConfig with RoBERTa-base's conventions (pad id 1, positions offset by pad+1, eps 1e-5).
 
     `max_positions` counts the two positions RoBERTa reserves (pad and the one before the first token), so
     sentences of up to max_positions - 2 tokens (with <s> and </s>) fit.
     """
-    return RobertaConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
-                         num_attention_heads=num_heads, intermediate_size=intermediate_size,
-                         max_position_embeddings=max_positions, type_vocab_size=1, layer_norm_eps=1e-5,
-                         hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-                         pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    return RobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_positions,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
 
 
 class TextEncoder(nn.Module):
@@ -51,12 +75,15 @@ class TextEncoder(nn.Module):
     `out_channels` = hidden size (768 for roberta-base).
     """
 
-    def __init__(self, model: RobertaModel, tokenizer: PreTrainedTokenizerBase, lower_case: bool = True,
-                 trainable: bool = True) -> None:
+    def __init__(
+        self, model: RobertaModel, tokenizer: PreTrainedTokenizerBase, lower_case: bool = True, trainable: bool = True
+    ) -> None:
         super().__init__()
         if len(tokenizer) > model.config.vocab_size:
-            raise ValueError(f"text backbone: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
-                             f"is {model.config.vocab_size}")
+            raise ValueError(
+                f"text backbone: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+                f"is {model.config.vocab_size}"
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.lower_case = lower_case
@@ -65,21 +92,32 @@ class TextEncoder(nn.Module):
         model.requires_grad_(trainable)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None,
-                        **kwargs: Any) -> TextEncoder:
+    def from_pretrained(
+        cls, model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None, **kwargs: Any
+    ) -> TextEncoder:
         """RoBERTa weights from `model_dir`, tokenizer from `tokenizer_dir` (default: the same directory)."""
         model = RobertaModel.from_pretrained(model_dir, add_pooling_layer=False, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or model_dir, local_files_only=True)
         return cls(model, tokenizer, **kwargs)
 
     @classmethod
-    def from_config(cls, tokenizer_dir: str | os.PathLike, hidden_size: int, num_layers: int, num_heads: int,
-                    intermediate_size: int, max_positions: int, dropout: float = 0.1,
-                    vocab_size: int | None = None, **kwargs: Any) -> TextEncoder:
+    def from_config(
+        cls,
+        tokenizer_dir: str | os.PathLike,
+        hidden_size: int,
+        num_layers: int,
+        num_heads: int,
+        intermediate_size: int,
+        max_positions: int,
+        dropout: float = 0.1,
+        vocab_size: int | None = None,
+        **kwargs: Any,
+    ) -> TextEncoder:
         """Random weights; the vocabulary is the tokenizer's unless `vocab_size` is given (e.g. 50265)."""
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-        config = roberta_config(vocab_size or len(tokenizer), hidden_size, num_layers, num_heads,
-                                intermediate_size, max_positions, dropout)
+        config = roberta_config(
+            vocab_size or len(tokenizer), hidden_size, num_layers, num_heads, intermediate_size, max_positions, dropout
+        )
         return cls(RobertaModel(config, add_pooling_layer=False), tokenizer, **kwargs)
 
     def forward(self, sentences: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -87,14 +125,16 @@ class TextEncoder(nn.Module):
             raise ValueError(f"text backbone: expected a non-empty list of sentences, got {sentences!r}")
         texts = [s.lower() for s in sentences] if self.lower_case else list(sentences)
         device = self.model.embeddings.word_embeddings.weight.device
-        tokens = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_tokens,
-                                return_tensors="pt").to(device)
+        tokens = self.tokenizer(
+            texts, padding="longest", truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(device)
         hidden = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
         return hidden, tokens["attention_mask"].eq(0)
 
 
-def build_text(cfg: dict[str, Any], tokenizer_dir: str | os.PathLike | None = None,
-               where: str = "params.yaml:model.backbones.text") -> TextEncoder:
+def build_text(
+    cfg: dict[str, Any], tokenizer_dir: str | os.PathLike | None = None, where: str = "params.yaml:model.backbones.text"
+) -> TextEncoder:
     """Build from a params section.
 
     With `pretrained_dir` set: `from_pretrained(pretrained_dir, tokenizer_dir)`. Otherwise random weights of
@@ -108,13 +148,13 @@ def build_text(cfg: dict[str, Any], tokenizer_dir: str | os.PathLike | None = No
     cfg.pop("tokenizer_vocab_size", None)  # read by whoever builds the tokenizer (build_tokenizer's vocab_size)
     if pretrained:
         return TextEncoder.from_pretrained(pretrained, tokenizer_dir, **common)
-    allowed = {"hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions", "dropout",
-               "vocab_size"}
+    allowed = {"hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions", "dropout", "vocab_size"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
-        raise KeyError(f"{where}: unknown keys {unknown} (known: {sorted(allowed)} and pretrained_dir, "
-                       f"tokenizer_vocab_size, lower_case, trainable)")
+        raise KeyError(
+            f"{where}: unknown keys {unknown} (known: {sorted(allowed)} and pretrained_dir, "
+            f"tokenizer_vocab_size, lower_case, trainable)"
+        )
     if tokenizer_dir is None:
         raise ValueError(f"{where}: random-weight RoBERTa needs a tokenizer directory (build_tokenizer)")
     return TextEncoder.from_config(tokenizer_dir, **cfg, **common)
-

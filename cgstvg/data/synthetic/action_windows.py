@@ -48,8 +48,11 @@ def action_windows(seed: int, split: str, clips: int, window: int, config: Scene
             acting[start : end + 1] = ACTION_CLASSES.index(action)
         starts = np.arange(single.frames - window + 1)
         for wanted in ("action", "none"):
-            runs = [s for s in starts if (acting[s : s + window] == acting[s]).all()
-                    and ((acting[s] > 0) == (wanted == "action"))]
+            runs = [
+                s
+                for s in starts
+                if (acting[s : s + window] == acting[s]).all() and ((acting[s] > 0) == (wanted == "action"))
+            ]
             if not runs:
                 continue
             s = int(runs[int(rng.integers(len(runs)))])

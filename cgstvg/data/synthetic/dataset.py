@@ -22,6 +22,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,7 +92,9 @@ class SynthesizeConfig:
         unknown = set(section) - scene_keys - own_keys
         if unknown:
             raise ValueError(f"{source}: unknown synthesize key(s) {', '.join(sorted(unknown))}")
-        scene = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k in scene_keys}
+        scene: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k in scene_keys
+        }
         own = {k: v for k, v in section.items() if k in own_keys}
         try:
             return cls(scene=SceneConfig(**scene), **own)

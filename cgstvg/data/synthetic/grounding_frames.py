@@ -45,8 +45,9 @@ def phrase(rng: np.random.Generator, colour: str, shape: str) -> str:
     """A noun phrase naming an object by colour and shape (the caption templates without their verb)."""
     template = PHRASE_TEMPLATES[int(rng.integers(len(PHRASE_TEMPLATES)))]
     words = SHAPE_WORDS[shape]
-    return template.format(det=("the", "a")[int(rng.integers(2))], colour=colour,
-                           shape=words[int(rng.integers(len(words)))])
+    return template.format(
+        det=("the", "a")[int(rng.integers(2))], colour=colour, shape=words[int(rng.integers(len(words)))]
+    )
 
 
 def grounding_frames(seed: int, split: str, clips: int, frames_per_clip: int, config: SceneConfig) -> GroundingFrames:
@@ -56,8 +57,10 @@ def grounding_frames(seed: int, split: str, clips: int, frames_per_clip: int, co
     skipped, since no phrase could single them out.
     """
     if clips < 1 or not 1 <= frames_per_clip <= config.frames:
-        raise ValueError(f"grounding_frames: need clips >= 1 and 1 <= frames_per_clip <= {config.frames}, "
-                         f"got {clips}, {frames_per_clip}")
+        raise ValueError(
+            f"grounding_frames: need clips >= 1 and 1 <= frames_per_clip <= {config.frames}, "
+            f"got {clips}, {frames_per_clip}"
+        )
     h, w = config.height, config.width
     scale = np.array([w, h, w, h], np.float32)
     picked = np.linspace(0, config.frames - 1, frames_per_clip).round().astype(int)

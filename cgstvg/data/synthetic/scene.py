@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -263,10 +264,12 @@ def make_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
     # The target's slot is drawn so that it is not always the first object (tids, drawing order).
     target = int(rng.integers(n))
     identities.insert(target, identities.pop(0))
-    objects, placed = [], []
+    objects: list[SceneObject] = []
+    placed: list[tuple[float, float, float]] = []
     for c, s, acts in identities:
         base = np.array(COLOURS[c])
-        rgb = tuple(int(v) for v in np.clip(base + rng.integers(-cfg.colour_jitter, cfg.colour_jitter + 1, 3), 0, 255))
+        jittered = np.clip(base + rng.integers(-cfg.colour_jitter, cfg.colour_jitter + 1, 3), 0, 255)
+        rgb = cast(tuple[int, int, int], tuple(int(v) for v in jittered))
         cx, cy, radius = _trajectory(rng, cfg, acts, placed)
         objects.append(SceneObject(colour=c, rgb=rgb, shape=s, actions=acts, cx=cx, cy=cy, radius=radius))
     z_order = [int(i) for i in rng.permutation(n)]

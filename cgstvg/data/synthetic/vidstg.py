@@ -11,6 +11,8 @@ object in every frame, as VidOR's do.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cgstvg.data.synthetic.clip import Clip
@@ -31,7 +33,7 @@ def vidstg_records(clip: Clip, vid: str, fps: float) -> tuple[dict, str]:
     distance[scene.target] = np.inf if n > 1 else 0.0
     partner = int(np.argmin(distance))
     segment = {"begin_fid": int(rng.integers(0, start + 1)), "end_fid": int(rng.integers(end, t))}
-    objects = [{"tid": tids[i], "category": o.shape} for i, o in enumerate(scene.objects)]
+    objects: list[dict[str, Any]] = [{"tid": tids[i], "category": o.shape} for i, o in enumerate(scene.objects)]
     objects.sort(key=lambda o: o["tid"])
     relation = {
         "subject_tid": target_tid,
