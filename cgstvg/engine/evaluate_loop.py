@@ -21,12 +21,12 @@ from typing import cast
 import numpy as np
 import torch
 
+from cgstvg.data.collate import padding_mask
 from cgstvg.engine.baselines import BASELINES, baseline_prediction, mean_relative_size
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import DistEnv, all_gather_objects
-from cgstvg.evaluation.protocol import PROTOCOLS, PassPrediction, TubePrediction, merge_passes
-from cgstvg.metrics import OnMissing, STVGMetrics, score_video
-from cgstvg.metrics import Protocol as MetricProtocol
+from cgstvg.evaluation.protocol import TEST_PROTOCOLS, PassPrediction, TubePrediction, merge_passes
+from cgstvg.metrics import MetricProtocol, OnMissing, STVGMetrics, score_video
 from cgstvg.model.postprocess import post_process
 
 
@@ -65,14 +65,14 @@ def predict(
     model: BatchModel, batches: Iterable[dict], protocol: str, device: torch.device, amp: bool = False
 ) -> Iterator[tuple[dict, TubePrediction]]:
     """(target dict, merged tube) for every sample of `batches` (the evaluation loader's batches)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"evaluate.protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+    if protocol not in TEST_PROTOCOLS:
+        raise ValueError(f"evaluate.protocol must be one of {tuple(TEST_PROTOCOLS)}, got {protocol!r}")
     model.eval()
     use_amp = amp and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     for batch in batches:
         targets = batch["targets"]
-        passes = PROTOCOLS[protocol]
+        passes = TEST_PROTOCOLS[protocol]
         if passes > 1 and any(int(t["eval_passes"]) != passes for t in targets):
             found = sorted({int(t["eval_passes"]) for t in targets})
             raise ValueError(
@@ -86,7 +86,9 @@ def predict(
                 out = model(batch, pass_index=k, num_passes=passes)
             real = batch["time_mask"][:, k::passes]
             ids = _pad_ids([t["frame_ids"][k::passes] for t in targets], real.shape[1])
-            tube = post_process(out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), ids, orig, ~real)
+            tube = post_process(
+                out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), ids, orig, padding_mask(real)
+            )
             for i, _t in enumerate(targets):
                 n = int(real[i].sum())
                 per_sample[i].append(

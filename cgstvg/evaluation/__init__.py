@@ -2,7 +2,7 @@
 
 from cgstvg.evaluation.interpolate import interpolate_boxes
 from cgstvg.evaluation.protocol import (
-    PROTOCOLS,
+    TEST_PROTOCOLS,
     PassPrediction,
     TubePrediction,
     interleaved_passes,
@@ -11,7 +11,7 @@ from cgstvg.evaluation.protocol import (
 )
 
 __all__ = [
-    "PROTOCOLS",
+    "TEST_PROTOCOLS",
     "PassPrediction",
     "TubePrediction",
     "interleaved_passes",

@@ -19,7 +19,9 @@ import torch
 
 from cgstvg.evaluation.interpolate import interpolate_boxes
 
-PROTOCOLS = {"two_pass": 2, "single_pass": 1}
+# How the model is run on a test video (`evaluate.protocol`): protocol -> passes. How a prediction is scored is the
+# metric protocol (cgstvg.metrics.METRIC_PROTOCOLS).
+TEST_PROTOCOLS = {"two_pass": 2, "single_pass": 1}
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,10 @@ def run_protocol(
     rate for "single_pass"). predict_pass(positions) receives the (T,) positions into those N frames that the
     pass sees (slice the frames / features with them) and returns the pass's `PassPrediction`.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
-    passes = interleaved_passes(int(frame_ids.numel()), PROTOCOLS[protocol])
+    if protocol not in TEST_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {tuple(TEST_PROTOCOLS)}, got {protocol!r}")
+    passes = interleaved_passes(int(frame_ids.numel()), TEST_PROTOCOLS[protocol])
     return merge_passes([predict_pass(positions) for positions in passes])
 
 
-__all__ = ["PROTOCOLS", "PassPrediction", "TubePrediction", "interleaved_passes", "merge_passes", "run_protocol"]
+__all__ = ["TEST_PROTOCOLS", "PassPrediction", "TubePrediction", "interleaved_passes", "merge_passes", "run_protocol"]
