@@ -22,18 +22,18 @@ import time
 from pathlib import Path
 
 import torch
-import webdataset as wds
 from safetensors.torch import load_file, save_file
 
 from cgstvg.data.schema import DATASETS
-from cgstvg.data.shard_reader import read_manifest
+from cgstvg.data.shard_reader import iter_split_samples
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed
-from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_shard, extract_split, sha256_file
+from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_shard, extract_split
 from cgstvg.model.backbone_weights import load_kinetics_init
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.tokenizer import build_tokenizer
 from cgstvg.utils.atomic import atomic_path, write_json
+from cgstvg.utils.hashing import sha256_file
 from cgstvg.utils.params import load_params, section
 
 INPUT_MODES = ("frames", "features")
@@ -63,10 +63,7 @@ def training_sentences(shards: Path) -> list[str]:
     for dataset, split in find_splits(shards):
         if split not in TRAIN_SPLITS:
             continue
-        folder = shards / dataset / split
-        for shard in read_manifest(folder)["shards"]:
-            for sample in wds.tarfile_to_samples()(iter([{"url": str(folder / shard["name"])}])):
-                out.append(json.loads(sample["json"])["sentence"])
+        out.extend(json.loads(sample["json"])["sentence"] for sample in iter_split_samples(shards / dataset / split))
     return out
 
 

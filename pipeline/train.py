@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from cgstvg.data.augment import TrainAugment
+from cgstvg.data.feature_loader import FeatureShardLoader
 from cgstvg.engine.batch_model import BatchModel, grounding_targets
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
-from cgstvg.engine.feature_loader import FeatureShardLoader
 from cgstvg.engine.optim import group_specs_from_params
 from cgstvg.engine.train_loop import TrainSettings, train
 from cgstvg.inference.checkpoint import GroundingParams, save_grounding_checkpoint

@@ -194,3 +194,11 @@ def test_stage_shards_every_normalized_table(raw, tmp_path):
     assert summary["hcstvg_v1/train"]["samples"] == 11
     assert json.loads((tmp_path / "out/summary.json").read_text()) == summary
     assert not (tmp_path / "out/hcstvg_v1/old_split").exists()
+
+
+def test_sha256_file_is_the_digest_of_the_bytes(tmp_path):
+    from cgstvg.utils.hashing import sha256_file
+
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 5000)  # more than one read chunk
+    assert sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()

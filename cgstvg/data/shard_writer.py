@@ -45,6 +45,7 @@ from cgstvg.data.resize import normalized_cxcywh, resize_frames, resized_size, s
 from cgstvg.data.sampling import TRAIN_SPLITS, sample_frame_ids
 from cgstvg.data.schema import RejectReason, reject_table
 from cgstvg.utils.atomic import write_json, write_parquet
+from cgstvg.utils.hashing import sha256_file
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 MAX_FRAMES_PER_SAMPLE = 1000  # member names carry three digits: 000.jpg .. 999.jpg
@@ -276,14 +277,6 @@ def _encoded_stream(tasks: list[tuple[str, list[dict], int]], workers: int, mapp
 # ---------------------------------------------------------------- writing
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _ShardFile:
     """One shard being written: samples are streamed into a hidden temporary file, renamed when closed."""
 
@@ -309,7 +302,7 @@ class _ShardFile:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.path)
-        return self.path.stat().st_size, _sha256(self.path)
+        return self.path.stat().st_size, sha256_file(self.path)
 
 
 def _sample_bytes(s: Encoded) -> int:
@@ -337,7 +330,7 @@ def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> 
             [r["sample_id"] for r in span] != m["consumed"]
             or m["plan_hash"] != _plan_hash(span, fingerprints, cfg)
             or tar.stat().st_size != m["bytes"]
-            or _sha256(tar) != m["sha256"]
+            or sha256_file(tar) != m["sha256"]
         ):
             break
         kept.append(m)

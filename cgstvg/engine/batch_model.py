@@ -2,7 +2,7 @@
 
 `BatchModel` holds the SAME submodules as a `cgstvg.model.cgstvg.CGSTVG` under the same names (`appearance`,
 `motion`, `text`, `head`), so its state dict is a CGSTVG state dict and parameter-group prefixes are CGSTVG's.
-Its forward takes the batch of `cgstvg.engine.feature_loader` (or of `cgstvg.data.collate` when nothing is
+Its forward takes the batch of `cgstvg.data.feature_loader` (or of `cgstvg.data.collate` when nothing is
 cached) and runs one module forward, so DistributedDataParallel can wrap it. `CGSTVG.forward` takes frames and
 sentences only; this adapter adds the cached inputs (motion from `extract` always; appearance and text when the
 batch carries them), and the slicing of one evaluation pass.

@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-import numpy as np
 import torch
 import webdataset as wds
 from torch import nn
@@ -43,8 +42,10 @@ from tqdm import tqdm
 
 from cgstvg.data.augment import swap_left_right
 from cgstvg.data.collate import normalize_frames
-from cgstvg.data.shard_reader import clip_from_sample, read_manifest
+from cgstvg.data.feature_arrays import npy_bytes
+from cgstvg.data.shard_reader import clip_from_sample, iter_shard_samples, read_manifest
 from cgstvg.utils.atomic import atomic_path, write_json
+from cgstvg.utils.hashing import sha256_file
 
 FEATURE_NAMES = ("motion", "appearance", "text")
 _TAR_FIELDS = {"user": "", "group": "", "mode": 0o444, "mtime": 0}  # fixed headers: reruns are byte-identical
@@ -66,34 +67,6 @@ class FrozenBackbones:
         for n in self.names:
             getattr(self, n).to(device).eval().requires_grad_(False)
         return self
-
-
-def npy_bytes(array: torch.Tensor) -> bytes:
-    """A tensor as float16 `.npy` bytes."""
-    buf = io.BytesIO()
-    np.save(buf, array.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
-    return buf.getvalue()
-
-
-def load_npy(data: bytes, where: str) -> torch.Tensor:
-    """`.npy` bytes -> float32 tensor; a damaged member raises an error naming it."""
-    try:
-        return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{where}: not a readable .npy feature array ({exc})") from exc
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _samples(url: str) -> Iterator[dict]:
-    """Raw webdataset samples of one tar, in file order."""
-    yield from wds.tarfile_to_samples()(iter([{"url": url}]))
 
 
 def _groups(clips: list[dict], batch_frames: int) -> Iterator[list[dict]]:
@@ -148,7 +121,7 @@ class FeatureExtractor:
     def shard_members(self, url: str) -> list[dict[str, bytes]]:
         """The feature members of every sample of the frame shard `url`, in its order."""
         clips = []
-        for sample in _samples(url):
+        for sample in iter_shard_samples(url):
             clip = clip_from_sample(sample)
             clips.append(
                 {
@@ -313,7 +286,4 @@ __all__ = [
     "FrozenBackbones",
     "extract_shard",
     "extract_split",
-    "load_npy",
-    "npy_bytes",
-    "sha256_file",
 ]

@@ -31,7 +31,6 @@ dict, so `torch.load(weights_only=True)` reads it):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -52,6 +51,7 @@ from cgstvg.inference.errors import CheckpointError
 from cgstvg.model.cgstvg import CGSTVG, build_cgstvg
 from cgstvg.model.convert import convert_official_state_dict
 from cgstvg.utils.atomic import atomic_path
+from cgstvg.utils.hashing import sha256_file
 
 CHECKPOINT_FORMAT = "cgstvg-grounding/1"
 SAFETENSORS_PARAMS_KEY = "cgstvg_params"
@@ -276,11 +276,6 @@ def _mismatch(path: Path, ours: dict[str, Tensor], theirs: dict[str, Tensor]) ->
     )
 
 
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def load_grounding_model(
     path: str | os.PathLike,
     *,
@@ -336,7 +331,7 @@ def load_grounding_model(
     step = obj.get("step")
     info = {
         "path": str(path),
-        "sha256": _file_sha256(path),
+        "sha256": sha256_file(path),
         "layout": layout,
         "step": int(step) if isinstance(step, int) else None,
     }
