@@ -36,13 +36,13 @@ from cgstvg.data.feature_loader import FeatureShardLoader
 from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
+from cgstvg.engine.frozen_backbones import cached_features, input_mode
 from cgstvg.evaluation.evaluate_loop import GroundTruth, evaluate_baselines, evaluate_model
 from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
 from cgstvg.inference.checkpoint import load_grounding_model
 from cgstvg.utils.atomic import write_json, write_parquet
 from cgstvg.utils.params import load_params, section
 from cgstvg.visualize import per_sample_plot_data, render_prediction
-from pipeline.extract import cached_features, input_mode
 
 PREDICTION_SCHEMA = pa.schema(
     [

@@ -49,7 +49,7 @@ AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Knobs of the loop (the `train` section of params.yaml, with steps already computed)."""
+    """Knobs of the loop (the `train` section of params.yaml with its schedule in steps; see `from_params`)."""
 
     epochs: int
     steps_per_epoch: int
@@ -82,6 +82,35 @@ class TrainSettings:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    @classmethod
+    def from_params(
+        cls, section: dict[str, Any], *, steps_per_epoch: int, seed: int, find_unused_parameters: bool = False
+    ) -> TrainSettings:
+        """From params.yaml `train`: the schedule's warm-up fraction of all steps and milestone epochs become steps.
+
+        steps_per_epoch: the loader's batches per epoch; seed: `base.seed`; find_unused_parameters: for DDP.
+        """
+        epochs = int(section["epochs"])
+        total = epochs * steps_per_epoch
+        schedule = section["schedule"]
+        return cls(
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            warmup_steps=round(float(schedule["warmup_fraction"]) * total),
+            milestones=tuple(int(e * steps_per_epoch) for e in schedule["milestones_epochs"]),
+            gamma=float(schedule["gamma"]),
+            weight_decay=float(section["optim"]["weight_decay"]),
+            grad_clip=float(section["grad_clip"]),
+            ema_decay=float(section["ema_decay"]),
+            amp=bool(section["amp"]),
+            amp_dtype=str(section["amp_dtype"]),
+            checkpoint_every=int(section["checkpoint_every"]),
+            keep_checkpoints=int(section["keep_checkpoints"]),
+            log_every=int(section["log_every"]),
+            seed=seed,
+            find_unused_parameters=find_unused_parameters,
+        )
 
 
 @dataclasses.dataclass
