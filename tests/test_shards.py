@@ -198,3 +198,14 @@ def test_sha256_file_is_the_digest_of_the_bytes(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(bytes(range(256)) * 5000)  # more than one read chunk
     assert sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_reject_messages_carry_no_wall_clock_time(raw, tmp_path):
+    # decord's logger prefixes "[HH:MM:SS] "; in the rejects table it would make reruns differ byte for byte.
+    import re
+
+    root, table, _ = raw
+    write_split(table, root, tmp_path, CFG, progress=False)
+    messages = [r["message"] for r in pq.read_table(tmp_path / "rejects.parquet").to_pylist()]
+    assert len(messages) == 7
+    assert not [m for m in messages if re.search(r"\[\d{2}:\d{2}:\d{2}\]", m)]

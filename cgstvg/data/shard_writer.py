@@ -35,6 +35,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -201,6 +202,15 @@ class Encoded:
     message: str | None = None
 
 
+_LOG_TIME = re.compile(r"\[\d{2}:\d{2}:\d{2}\] ")
+
+
+def _decord_error(exc: Exception) -> str:
+    """decord's error text without the wall-clock time its logger prefixes ("[01:29:40] "): the message goes into
+    the rejects table and the markers, which must not depend on when a run happened."""
+    return _LOG_TIME.sub("", str(exc))
+
+
 def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int) -> list[Encoded]:
     """Decode the frames that `records` (samples of one video) need, resize and JPEG-encode them.
 
@@ -224,7 +234,7 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
         reader = decord.VideoReader(str(path), num_threads=1)
         n_frames = len(reader)
     except Exception as e:  # decord raises RuntimeError/DECORDError with ffmpeg's text
-        return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {e}".strip())
+        return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {_decord_error(e)}".strip())
     out = []
     for r in records:
         needed = max(max(r["frame_ids"]), r["tube"][1]) + 1
@@ -246,7 +256,7 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
                 Encoded(
                     r["sample_id"],
                     reason=RejectReason.DECODE_ERROR.value,
-                    message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {e}".strip(),
+                    message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {_decord_error(e)}".strip(),
                 )
             )
             continue
