@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from cgstvg.data.augment import TrainAugment
+    from cgstvg.data.feature_loader import FeatureShardLoader
     from cgstvg.engine.batch_model import grounding_targets
     from cgstvg.engine.ema import build_ema
-    from cgstvg.engine.feature_loader import FeatureShardLoader
     from cgstvg.engine.optim import build_optimizer, group_specs_from_params
     from cgstvg.model.criterion import CGSTVGCriterion
     from cgstvg.utils.params import load_params

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cgstvg.metrics import paired_box_iou
+from cgstvg.evaluation.metrics import paired_box_iou
 from cgstvg.utils.atomic import atomic_path
 
 GT_COLOR = (0, 255, 0)

@@ -1,15 +1,19 @@
 """Fan-out: a stage's per-item work (one video's frames for `shard`, one shard's features for `extract`) mapped
 over Prefect tasks on the task runner chosen in params.yaml, then recorded in DVC with `dvc commit`.
 
-The stage module stays the only place that knows what its items are. It exposes
+The library knows nothing of Prefect: it offers each mappable step as plain functions, plan / run one item /
+finish (`cgstvg.data.shard_writer`: `plan_shards`, `encode_task`, `write_shards`; `cgstvg.engine.features`:
+`plan_extraction`, `extract_shard`, `finish_extraction`). The stage module composes them and stays the only place
+that knows what its items are. It exposes
 
     main(argv: list[str] | None = None, *, mapper=None)
 
 where `mapper(fn, items)`, when given, must yield `fn(item)` for each item, in order, and `fn` is a module-level
-function (process and Dask workers import it by name); without one the stage runs its own way.
+function (process and Dask workers import it by name); the stage plans, maps its run-one function over the items
+and finishes; without a mapper it runs its own way.
 This module supplies a mapper that runs each chunk of items as one Prefect task and keeps at most
 `2 * workers` chunks in flight, so results (JPEG bytes, feature tensors) never pile up in memory. Because the
-stage code does the planning and the writing, a fanned-out run writes the same bytes as `dvc repro <stage>`.
+library does the planning and the writing, a fanned-out run writes the same bytes as `dvc repro <stage>`.
 
 Runners (`flows.task_runner`): `threads` (I/O-bound decoding, the default), `processes` (CPU-bound work on one
 machine) or `dask` (prefect-dask: a LocalCluster, or the scheduler at `flows.dask_address` for a cluster whose

@@ -31,19 +31,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import webdataset as wds
 
-from cgstvg.data.shard_reader import clip_from_sample, read_manifest
+from cgstvg.data.feature_loader import FeatureShardLoader
+from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
-from cgstvg.engine.evaluate_loop import GroundTruth, evaluate_baselines, evaluate_model
-from cgstvg.engine.feature_loader import FeatureShardLoader
+from cgstvg.engine.frozen_backbones import cached_features, input_mode
+from cgstvg.evaluation.evaluate_loop import GroundTruth, evaluate_baselines, evaluate_model
+from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
 from cgstvg.inference.checkpoint import load_grounding_model
-from cgstvg.metrics import RELEASE_ON_MISSING
 from cgstvg.utils.atomic import write_json, write_parquet
 from cgstvg.utils.params import load_params, section
 from cgstvg.visualize import per_sample_plot_data, render_prediction
-from pipeline.extract import cached_features, input_mode
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -112,29 +111,28 @@ def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], out: P
     wanted = {r["sample_id"]: r for r in rows}
     position = {r["sample_id"]: i for i, r in enumerate(rows)}  # file-name prefix: 0 = the lowest vIoU
     written = []
-    for shard in read_manifest(split_dir)["shards"]:
-        for sample in wds.tarfile_to_samples()(iter([{"url": str(split_dir / shard["name"])}])):
-            row = wanted.get(sample["__key__"])
-            if row is None:
-                continue
-            clip = clip_from_sample(sample)
-            g = gt[row["sample_id"]]
-            n = len(row["boxes"])
-            written.append(
-                render_prediction(
-                    out / f"{position[row['sample_id']]}_{row['sample_id']}.gif",
-                    clip["frames"].permute(0, 2, 3, 1).numpy(),
-                    clip["frame_ids"].numpy(),
-                    sentence=row["sentence"],
-                    pred_segment=(row["pred_start"], row["pred_end"]),
-                    pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n),
-                    pred_boxes=row["boxes"],
-                    gt_segment=g.tube,
-                    gt_boxes=g.boxes,
-                    original_size=tuple(clip["orig_size"]),
-                    fps=4.0,
-                )
+    for sample in iter_split_samples(split_dir):
+        row = wanted.get(sample["__key__"])
+        if row is None:
+            continue
+        clip = clip_from_sample(sample)
+        g = gt[row["sample_id"]]
+        n = len(row["boxes"])
+        written.append(
+            render_prediction(
+                out / f"{position[row['sample_id']]}_{row['sample_id']}.gif",
+                clip["frames"].permute(0, 2, 3, 1).numpy(),
+                clip["frame_ids"].numpy(),
+                sentence=row["sentence"],
+                pred_segment=(row["pred_start"], row["pred_end"]),
+                pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n),
+                pred_boxes=row["boxes"],
+                gt_segment=g.tube,
+                gt_boxes=g.boxes,
+                original_size=tuple(clip["orig_size"]),
+                fps=4.0,
             )
+        )
     return written
 
 

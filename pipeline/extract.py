@@ -22,34 +22,34 @@ import time
 from pathlib import Path
 
 import torch
-import webdataset as wds
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from cgstvg.data.schema import DATASETS
-from cgstvg.data.shard_reader import read_manifest
+from cgstvg.data.shard_reader import iter_split_samples
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed
-from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_shard, extract_split, sha256_file
+from cgstvg.engine.features import (
+    FeatureExtractor,
+    extract_shard,
+    extract_split,
+    finish_extraction,
+    plan_extraction,
+)
+from cgstvg.engine.frozen_backbones import (
+    cached_features,
+    frozen_state,
+    input_mode,
+    load_frozen_backbones,
+    make_extractor,
+)
 from cgstvg.model.backbone_weights import load_kinetics_init
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.tokenizer import build_tokenizer
 from cgstvg.utils.atomic import atomic_path, write_json
+from cgstvg.utils.hashing import sha256_file
 from cgstvg.utils.params import load_params, section
 
-INPUT_MODES = ("frames", "features")
 TRAIN_SPLITS = ("train",)
-
-
-def input_mode(params: dict, path) -> str:
-    mode = section(params, "train", path).get("input", "frames")
-    if mode not in INPUT_MODES:
-        raise ValueError(f"{path}: train.input must be one of {INPUT_MODES}, got {mode!r}")
-    return mode
-
-
-def cached_features(mode: str) -> tuple[str, ...]:
-    """Which backbone outputs are cached: motion always; appearance and text when training on features."""
-    return ("motion", "appearance", "text") if mode == "features" else ("motion",)
 
 
 def find_splits(shards: Path) -> list[tuple[str, str]]:
@@ -63,10 +63,7 @@ def training_sentences(shards: Path) -> list[str]:
     for dataset, split in find_splits(shards):
         if split not in TRAIN_SPLITS:
             continue
-        folder = shards / dataset / split
-        for shard in read_manifest(folder)["shards"]:
-            for sample in wds.tarfile_to_samples()(iter([{"url": str(folder / shard["name"])}])):
-                out.append(json.loads(sample["json"])["sentence"])
+        out.extend(json.loads(sample["json"])["sentence"] for sample in iter_split_samples(shards / dataset / split))
     return out
 
 
@@ -81,44 +78,11 @@ def tokenizer_dir_for(model_params: dict, out: Path, shards: Path) -> Path | Non
     return build_tokenizer(sentences, out / "tokenizer", vocab_size=int(text["tokenizer_vocab_size"]))
 
 
-def frozen_state(model: torch.nn.Module, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """State-dict entries (`motion.*`, ...) of the frozen backbones `names`, contiguous CPU tensors."""
-    prefixes = tuple(f"{n}." for n in names)
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(prefixes)}
-
-
-def load_frozen_backbones(model: torch.nn.Module, path: str | Path) -> list[str]:
-    """Copy the weights of `frozen_backbones.safetensors` into `model` (a CGSTVG or BatchModel); returns the keys.
-
-    Raises when a key is unknown to the model or a shape differs (the backbones' params changed since `extract`).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no frozen backbone weights (run the `extract` stage first)")
-    state = load_file(path)
-    own = model.state_dict()
-    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"{path}: weights {bad[:3]} do not fit the model (model.backbones changed since `extract`?)")
-    model.load_state_dict(state, strict=False)
-    return sorted(state)
-
-
-def make_extractor(model: torch.nn.Module, names: tuple[str, ...], cfg: dict, device: torch.device) -> FeatureExtractor:
-    """The extractor over `model`'s frozen backbones `names` (motion always first)."""
-    backbones = FrozenBackbones(
-        model.motion, *(getattr(model, n) if n in names else None for n in ("appearance", "text"))
-    )
-    return FeatureExtractor(
-        backbones, device, amp=bool(cfg.get("amp", True)), batch_frames=int(cfg.get("batch_frames", 256))
-    )
-
-
 _WORKER_EXTRACTORS: dict[tuple[str, str], FeatureExtractor] = {}
 
 
 def extract_shard_job(item: dict) -> tuple[dict, bool]:
-    """One shard of a fanned-out run (flows/fanout.py), in whatever worker runs it.
+    """`extract_shard` for one item of a mapped run (see `main`), in whatever worker runs it.
 
     The worker rebuilds the extractor once from the params and the frozen weights `main` saved, so it computes
     the same bytes as the in-process run.
@@ -138,8 +102,19 @@ def extract_shard_job(item: dict) -> tuple[dict, bool]:
     return extract_shard(item["frame_dir"], item["out_dir"], item["shard"], extractor, item["fingerprint"])
 
 
+def extract_split_mapped(
+    frame_dir: Path, out_dir: Path, extractor: FeatureExtractor, fp: str, mapper, context: dict
+) -> dict:
+    """One split with its shards mapped over `mapper(extract_shard_job, items)`: plan, map, finish."""
+    manifest = plan_extraction(frame_dir, out_dir)
+    where = {"frame_dir": str(frame_dir.resolve()), "out_dir": str(out_dir.resolve()), "fingerprint": fp}
+    items = [dict(context, **where, shard=shard) for shard in manifest["shards"]]
+    return finish_extraction(manifest, out_dir, mapper(extract_shard_job, items), fp, extractor.backbones.names)
+
+
 def main(argv: list[str] | None = None, *, mapper=None) -> dict:
-    """Run the stage; `mapper` (an ordered map, e.g. a Prefect fan-out) runs the shards through `extract_shard_job`."""
+    """Run the stage. `mapper(fn, items)`, an ordered map (flows/fanout.py passes one that runs Prefect tasks), runs
+    the shards of every split through `extract_shard_job`; without it they run in this process."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True, type=Path, help="shard output, e.g. outputs/shard")
     parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/extract")
@@ -193,16 +168,11 @@ def main(argv: list[str] | None = None, *, mapper=None) -> dict:
             "features": list(names),
             "device": str(device),
         }
-        manifest = extract_split(
-            args.shards / dataset / split,
-            args.out / dataset / split,
-            extractor,
-            fp,
-            progress,
-            mapper=mapper,
-            job=extract_shard_job,
-            job_context=context,
-        )
+        frame_dir, out_dir = args.shards / dataset / split, args.out / dataset / split
+        if mapper is None:
+            manifest = extract_split(frame_dir, out_dir, extractor, fp, progress)
+        else:
+            manifest = extract_split_mapped(frame_dir, out_dir, extractor, fp, mapper, context)
         seconds = time.perf_counter() - t0
         summary[f"{dataset}/{split}"] = {
             "samples": manifest["samples"],

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cgstvg.data.schema import DATASETS
-from cgstvg.data.shard_writer import ShardConfig, write_split
+from cgstvg.data.shard_writer import ShardConfig, encode_task, plan_shards, write_shards, write_split
 from cgstvg.utils.atomic import write_json
 from cgstvg.utils.params import load_params, section
 
@@ -32,13 +32,22 @@ def find_tables(normalized: Path) -> list[tuple[str, str, Path]]:
     return found
 
 
+def shard_split(table, raw_root: Path, out_dir: Path, cfg: ShardConfig, *, progress: bool, mapper=None) -> dict:
+    """One split: with `mapper(fn, items)` (an ordered map, see `main`) the videos are decoded through it, else in
+    the writer's own process pool; the bytes written are the same."""
+    if mapper is None:
+        return write_split(table, raw_root, out_dir, cfg, progress=progress)
+    work = plan_shards(table, raw_root, out_dir, cfg)
+    return write_shards(work, mapper(encode_task, work.tasks), progress=progress)
+
+
 def shard(normalized: Path, raw_root: Path, out: Path, cfg: ShardConfig, *, progress: bool, mapper=None) -> dict:
     tables = find_tables(normalized)
     if not tables:
         raise FileNotFoundError(f"{normalized}: no <dataset>/<split>.parquet tables (datasets: {', '.join(DATASETS)})")
     summary = {}
     for dataset, split, path in tables:
-        manifest = write_split(
+        manifest = shard_split(
             pq.read_table(path), raw_root, out / dataset / split, cfg, progress=progress, mapper=mapper
         )
         summary[f"{dataset}/{split}"] = {k: manifest[k] for k in ("samples", "rejected", "bytes")} | {
@@ -57,7 +66,8 @@ def shard(normalized: Path, raw_root: Path, out: Path, cfg: ShardConfig, *, prog
 
 
 def main(argv: list[str] | None = None, *, mapper=None) -> None:
-    """`mapper(fn, items)` (flows/fanout.py) maps the per-video decoding over Prefect tasks instead of the pool."""
+    """Run the stage. `mapper(fn, items)`, an ordered map (flows/fanout.py passes one that runs Prefect tasks), decodes
+    the videos instead of the writer's process pool."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--normalized", required=True, type=Path, help="normalize output, e.g. outputs/normalize")
     parser.add_argument("--raw", required=True, type=Path, help="raw-data root the table's video_path is relative to")

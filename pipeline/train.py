@@ -21,7 +21,6 @@ Writes (rank 0 only):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -29,10 +28,11 @@ from pathlib import Path
 import torch
 
 from cgstvg.data.augment import TrainAugment
+from cgstvg.data.feature_loader import FeatureShardLoader
 from cgstvg.engine.batch_model import BatchModel, grounding_targets
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
-from cgstvg.engine.feature_loader import FeatureShardLoader
+from cgstvg.engine.frozen_backbones import cached_features, input_mode, load_frozen_backbones
 from cgstvg.engine.optim import group_specs_from_params
 from cgstvg.engine.train_loop import TrainSettings, train
 from cgstvg.inference.checkpoint import GroundingParams, save_grounding_checkpoint
@@ -40,8 +40,8 @@ from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.convert import load_mdetr_init
 from cgstvg.model.criterion import LOSS_NAMES, CGSTVGCriterion
 from cgstvg.utils.atomic import write_json
+from cgstvg.utils.hashing import sha256_file
 from cgstvg.utils.params import load_params, section
-from pipeline.extract import cached_features, input_mode, load_frozen_backbones
 
 # Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint).
 NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress")
@@ -119,7 +119,7 @@ def ground_protocol(params: dict) -> str:
 
 
 def _manifest_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+    return sha256_file(path)[:16] if path.is_file() else "missing"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -152,26 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
             augment=TrainAugment.from_params(params["shard"]["loader"]),
             seed=seed,
         )
-        steps_per_epoch = len(loader)
-        epochs = int(cfg["epochs"])
-        total = epochs * steps_per_epoch
-        sched = cfg["schedule"]
-        settings = TrainSettings(
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            warmup_steps=round(float(sched["warmup_fraction"]) * total),
-            milestones=tuple(int(e * steps_per_epoch) for e in sched["milestones_epochs"]),
-            gamma=float(sched["gamma"]),
-            weight_decay=float(cfg["optim"]["weight_decay"]),
-            grad_clip=float(cfg["grad_clip"]),
-            ema_decay=float(cfg["ema_decay"]),
-            amp=bool(cfg["amp"]),
-            amp_dtype=str(cfg["amp_dtype"]),
-            checkpoint_every=int(cfg["checkpoint_every"]),
-            keep_checkpoints=int(cfg["keep_checkpoints"]),
-            log_every=int(cfg["log_every"]),
-            seed=seed,
-            find_unused_parameters=env.is_distributed,
+        settings = TrainSettings.from_params(
+            cfg, steps_per_epoch=len(loader), seed=seed, find_unused_parameters=env.is_distributed
         )
         loss_params = dict(model_params.get("loss", {}))
         criterion = CGSTVGCriterion(**loss_params)
@@ -212,8 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
             "split": split,
             "input": input_mode(params, args.params),
             "steps": result.step,
-            "epochs": epochs,
-            "steps_per_epoch": steps_per_epoch,
+            "epochs": settings.epochs,
+            "steps_per_epoch": settings.steps_per_epoch,
             "batch_size": int(cfg["batch_size"]),
             "world_size": env.world_size,
             "device": env.device.type,

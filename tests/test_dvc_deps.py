@@ -106,8 +106,6 @@ def covered(path: str, deps: list[str]) -> bool:
 
 
 STAGES = stages()
-# issue #13 part 3: these stages reuse helpers of pipeline/extract.py; once they move into cgstvg, the xfail fails.
-STAGE_IMPORTS_STAGE = {"train", "evaluate"}
 
 
 def test_every_stage_runs_a_pipeline_module():
@@ -118,7 +116,7 @@ def test_every_stage_runs_a_pipeline_module():
 
 def test_closure_finds_known_edges():
     closure = import_closure("pipeline.train")
-    # direct import, an import of an import, the package __init__ files on the way, a stage importing a stage
+    # direct import, an import of an import, the package __init__ files on the way
     for path in (
         "pipeline/__init__.py",
         "pipeline/train.py",
@@ -126,7 +124,7 @@ def test_closure_finds_known_edges():
         "cgstvg/engine/__init__.py",
         "cgstvg/engine/train_loop.py",
         "cgstvg/model/criterion.py",
-        "pipeline/extract.py",
+        "cgstvg/engine/frozen_backbones.py",
         "cgstvg/engine/features.py",
     ):
         assert path in closure, f"{path} missing from the closure of pipeline.train"
@@ -174,21 +172,7 @@ def test_stage_deps_cover_its_import_closure(name):
     assert not missing, f"stage {name}: dvc.yaml deps miss files its module imports: {missing}"
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue #13 part 3: pipeline/train.py and pipeline/evaluate.py import pipeline/extract.py",
-            ),
-        )
-        if name in STAGE_IMPORTS_STAGE
-        else name
-        for name in sorted(STAGES)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_imports_no_other_stage(name):
     own = module_file(stage_module(STAGES[name])).relative_to(REPO).as_posix()
     others = sorted(

@@ -259,3 +259,18 @@ def test_the_same_state_saves_to_the_same_bytes(tmp_path):
     a = ckpt.save_checkpoint(tmp_path / "a", state)
     b = ckpt.save_checkpoint(tmp_path / "b", state)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_settings_from_the_params_train_section():
+    from pathlib import Path
+
+    from cgstvg.utils.params import load_params
+
+    cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["train"]
+    settings = TrainSettings.from_params(cfg, steps_per_epoch=7, seed=3, find_unused_parameters=True)
+    assert settings.epochs == cfg["epochs"] and settings.total_steps == 7 * cfg["epochs"]
+    assert settings.warmup_steps == round(cfg["schedule"]["warmup_fraction"] * 7 * cfg["epochs"])
+    assert settings.milestones == tuple(int(e * 7) for e in cfg["schedule"]["milestones_epochs"])
+    assert settings.weight_decay == cfg["optim"]["weight_decay"] and settings.grad_clip == cfg["grad_clip"]
+    assert (settings.seed, settings.find_unused_parameters, settings.amp_dtype) == (3, True, cfg["amp_dtype"])
+    assert settings.checkpoint_every == cfg["checkpoint_every"] and settings.log_every == cfg["log_every"]

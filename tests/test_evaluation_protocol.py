@@ -96,3 +96,26 @@ def test_merge_rejects_overlapping_passes_and_empty_segments():
         merge_passes([p, p])
     with pytest.raises(ValueError, match="is empty"):
         merge_passes([PassPrediction(torch.tensor([0, 2]), torch.zeros(2, 4), (2, 2))])
+
+
+def test_predict_passes_runs_a_batch_and_leaves_out_a_video_s_missing_pass():
+    from cgstvg.evaluation import predict_passes
+
+    frame_ids = [torch.tensor([100, 102, 104, 106]), torch.tensor([7])]  # the second video has no odd pass
+    seen = []
+
+    def predict(k, passes):
+        seen.append((k, passes))
+        out = []
+        for ids in frame_ids:
+            ids = ids[k::passes]
+            boxes = torch.stack([ids.double(), ids.double(), ids.double() + 10, ids.double() + 10], dim=1)
+            out.append(PassPrediction(ids, boxes, (int(ids[0]), int(ids[-1]) + 1) if len(ids) else (0, 1)))
+        return out
+
+    first, second = predict_passes([len(f) for f in frame_ids], predict, "two_pass")
+    assert seen == [(0, 2), (1, 2)]
+    assert first.segment == (100, 107) and first.frame_ids.tolist() == list(range(100, 107))
+    assert second.segment == (7, 8) and second.frame_ids.tolist() == [7]  # pass 1's empty prediction is left out
+    with pytest.raises(ValueError, match="at least one sampled frame"):
+        predict_passes([3, 0], predict, "two_pass")

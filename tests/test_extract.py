@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from cgstvg.data.augment import TrainAugment
-from cgstvg.engine.feature_loader import CachedFeatureAugment, FeatureShardLoader
-from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_split, load_npy
+from cgstvg.data.feature_arrays import load_npy
+from cgstvg.data.feature_loader import CachedFeatureAugment, FeatureShardLoader
+from cgstvg.engine.features import FeatureExtractor, FrozenBackbones, extract_split
 from cgstvg.model.motion import build_motion
 from pipeline_support import run_stage, tiny_params, write_params
 

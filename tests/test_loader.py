@@ -142,3 +142,14 @@ def test_multi_scale_resize_changes_size_not_normalized_boxes():
 def test_collate_rejects_an_empty_batch():
     with pytest.raises(ValueError, match="empty"):
         collate_clips([])
+
+
+def test_iter_split_samples_reads_every_shard_in_manifest_order(shards):
+    from cgstvg.data.shard_reader import iter_shard_samples, iter_split_samples, read_manifest
+
+    keys = [s["__key__"] for s in iter_split_samples(shards)]
+    assert keys == sorted(keys) and len(keys) == 12  # planned by (video, sample id): v00/s00 ... v11/s11
+    by_shard = [
+        s["__key__"] for shard in read_manifest(shards)["shards"] for s in iter_shard_samples(shards / shard["name"])
+    ]
+    assert by_shard == keys

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cgstvg.metrics import MissingPredictionError, STVGMetrics, paired_box_iou, score_video, tiou, viou
+from cgstvg.evaluation.metrics import MissingPredictionError, STVGMetrics, paired_box_iou, score_video, tiou, viou
 
 # Fixture and conversion numerics: also run by .ci/run under other CPU capabilities and thread counts.
 pytestmark = pytest.mark.numerics

@@ -186,3 +186,15 @@ def test_conf_loss_target_gradient_switch(detach):
     (grad,) = torch.autograd.grad(loss, boxes, allow_unused=True)
     # The release does not detach the IoU target, so loss_conf also moves the boxes.
     assert (grad is None) == detach
+
+
+def test_post_processing_clips_to_the_frame_only_when_asked():
+    # A box reaching past the right and bottom edges of a 10 x 20 (h x w) frame, and past the left edge.
+    boxes = torch.tensor([[[0.95, 0.9, 0.3, 0.4], [0.0, 0.5, 0.2, 0.2]]])
+    args = (torch.zeros(1, 2, 2), boxes, torch.tensor([[3, 4]]), torch.tensor([[10, 20]]))
+    release = post_process(*args).boxes_xyxy[0]
+    clipped = post_process(*args, clip_to_frame=True).boxes_xyxy[0]
+    assert release[0].tolist() == pytest.approx([16.0, 7.0, 22.0, 11.0])  # clamped at 0 only, as the release
+    assert clipped[0].tolist() == pytest.approx([16.0, 7.0, 20.0, 10.0])
+    assert release[1, 0] == clipped[1, 0] == 0.0
+    assert torch.equal(release[1], clipped[1])

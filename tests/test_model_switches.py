@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cgstvg.model.config import CGSTVGConfig
-from cgstvg.model.context import InstanceContextRefinement, box_mean_pool, box_roi_align
 from cgstvg.model.criterion import CGSTVGCriterion
 from cgstvg.model.head import CGSTVGHead
+from cgstvg.model.instance_context import InstanceContextRefinement, box_mean_pool, box_roi_align
 from cgstvg.model.targets import GroundingTargets
 
 SMALL = CGSTVGConfig(

@@ -1,1 +1,2 @@
-"""Datasets: the normalized schema, per-dataset readers, the synthetic default, frame sampling and shards."""
+"""Datasets: the normalized schema, per-dataset readers, the synthetic default, frame sampling, shards and the
+cached-feature loader."""

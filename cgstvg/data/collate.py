@@ -15,6 +15,10 @@ The batch (what the model and training loop consume):
   clip's frames, `orig_size` (2,) long (h, w) of the video, `tube` (2,) long (original inclusive GT frames),
   and `sample_id, video_id, dataset, split, qtype, sentence, fps, eval_passes`.
 
+Mask polarity: the batch's masks are True on REAL pixels / frames; the model's (`CGSTVGHead`, `post_process`) are
+True on PADDING, as nn.MultiheadAttention's key_padding_mask. `padding_mask` is the one place where a batch mask
+is turned into a model mask.
+
 On evaluation splits the frames are 2x dense (`eval_passes` = 2): the release's two interleaved passes are
 `frames[:, k::2]`, `time_mask[:, k::2]` and `frame_ids[k::2]` for k = 0, 1.
 """
@@ -41,6 +45,11 @@ def normalize_(frames: torch.Tensor) -> torch.Tensor:
 def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
     """(T, 3, H, W) uint8 -> float32 ImageNet-normalized (a new tensor)."""
     return normalize_(frames.float())
+
+
+def padding_mask(real: torch.Tensor) -> torch.Tensor:
+    """A batch mask (`pixel_mask`, `time_mask`: True = real) as the model takes it (True = padding)."""
+    return ~real
 
 
 def clip_targets(clip: dict) -> dict:
@@ -96,4 +105,12 @@ def collate_clips(clips: list[dict]) -> dict:
     }
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "clip_targets", "collate_clips", "normalize_", "normalize_frames"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "clip_targets",
+    "collate_clips",
+    "normalize_",
+    "normalize_frames",
+    "padding_mask",
+]

@@ -25,7 +25,7 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -46,6 +46,18 @@ def read_manifest(split_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no shard manifest (run the `shard` stage first)")
     return json.loads(path.read_text())
+
+
+def iter_shard_samples(url: str | Path) -> Iterator[dict]:
+    """The raw webdataset samples of one tar (member suffix -> bytes, plus `__key__` and `__url__`), in file order."""
+    yield from wds.tarfile_to_samples()(iter([{"url": str(url)}]))
+
+
+def iter_split_samples(split_dir: str | Path) -> Iterator[dict]:
+    """The raw samples of every shard of a split, shard by shard in the manifest's order."""
+    split_dir = Path(split_dir)
+    for shard in read_manifest(split_dir)["shards"]:
+        yield from iter_shard_samples(split_dir / shard["name"])
 
 
 def decode_frames(sample: dict) -> torch.Tensor:
@@ -186,4 +198,12 @@ class ShardLoader:
         return itertools.islice(loader, self.batches_per_epoch)
 
 
-__all__ = ["ShardLoader", "clip_from_sample", "decode_frames", "read_manifest", "stream_seed"]
+__all__ = [
+    "ShardLoader",
+    "clip_from_sample",
+    "decode_frames",
+    "iter_shard_samples",
+    "iter_split_samples",
+    "read_manifest",
+    "stream_seed",
+]

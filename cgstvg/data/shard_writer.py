@@ -22,6 +22,10 @@ leading shards whose marker, bytes and plan still match and rewrites from the fi
 Bad videos never become blank frames: the sample goes to the rejects table (`RejectReason.MISSING_VIDEO,
 EMPTY_VIDEO, UNDECODABLE_VIDEO, TOO_FEW_FRAMES, DECODE_ERROR`) with a message naming the file, and the split
 goes on.
+
+A split is planned (`plan_shards`: order, resume, one task per video still to decode), each task runs on its own
+(`encode_task`, in any process), and the results, in task order, are written (`write_shards`); `write_split` runs
+the three here, decoding over a process pool.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -46,6 +50,7 @@ from cgstvg.data.resize import normalized_cxcywh, resize_frames, resized_size, s
 from cgstvg.data.sampling import TRAIN_SPLITS, sample_frame_ids
 from cgstvg.data.schema import RejectReason, reject_table
 from cgstvg.utils.atomic import write_json, write_parquet
+from cgstvg.utils.hashing import sha256_file
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 MAX_FRAMES_PER_SAMPLE = 1000  # member names carry three digits: 000.jpg .. 999.jpg
@@ -197,6 +202,15 @@ class Encoded:
     message: str | None = None
 
 
+_LOG_TIME = re.compile(r"\[\d{2}:\d{2}:\d{2}\] ")
+
+
+def _decord_error(exc: Exception) -> str:
+    """decord's error text without the wall-clock time its logger prefixes ("[01:29:40] "): the message goes into
+    the rejects table and the markers, which must not depend on when a run happened."""
+    return _LOG_TIME.sub("", str(exc))
+
+
 def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int) -> list[Encoded]:
     """Decode the frames that `records` (samples of one video) need, resize and JPEG-encode them.
 
@@ -220,7 +234,7 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
         reader = decord.VideoReader(str(path), num_threads=1)
         n_frames = len(reader)
     except Exception as e:  # decord raises RuntimeError/DECORDError with ffmpeg's text
-        return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {_decoder_text(e)}".strip())
+        return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {_decord_error(e)}".strip())
     out = []
     for r in records:
         needed = max(max(r["frame_ids"]), r["tube"][1]) + 1
@@ -242,7 +256,7 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
                 Encoded(
                     r["sample_id"],
                     reason=RejectReason.DECODE_ERROR.value,
-                    message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {_decoder_text(e)}".strip(),
+                    message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {_decord_error(e)}".strip(),
                 )
             )
             continue
@@ -254,45 +268,28 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
     return out
 
 
-# decord prefixes its log lines with the wall-clock time ("[00:56:10] ..."); kept, it would make the rejects table
-# and the shard markers (and so their dvc.lock hashes) depend on when the run happened.
-_DECORD_TIMESTAMP = re.compile(r"\[\d{2}:\d{2}:\d{2}\] ")
+EncodeTask = tuple[str, list[dict], int]
+"""One video's work: (video file, the records of its samples still to shard, JPEG quality)."""
 
 
-def _decoder_text(error: Exception) -> str:
-    """The decoder's error text without decord's wall-clock timestamps."""
-    return _DECORD_TIMESTAMP.sub("", str(error))
-
-
-def _encode_task(task: tuple[str, list[dict], int]) -> list[Encoded]:
+def encode_task(task: EncodeTask) -> list[Encoded]:
+    """Run one task of `ShardWork.tasks` (`encode_video_samples`); module-level, so any worker process can run it."""
     return encode_video_samples(*task)
 
 
-def _encoded_stream(tasks: list[tuple[str, list[dict], int]], workers: int, mapper=None) -> Iterator[list[Encoded]]:
-    """Results of `encode_video_samples`, in task order: through `mapper(fn, items)` when given (e.g. Prefect tasks,
-    see flows/fanout.py), else over a process pool of `workers` (in this process when 0)."""
-    if mapper is not None:
-        yield from mapper(_encode_task, tasks)
-        return
+def encode_in_pool(tasks: Sequence[EncodeTask], workers: int) -> Iterator[list[Encoded]]:
+    """`encode_task` of every task, in task order, over a process pool of `workers` (in this process when 0)."""
     if workers <= 0:
-        yield from map(_encode_task, tasks)
+        yield from map(encode_task, tasks)
         return
     # fork, as torch's DataLoader does: no re-import per worker and no `__main__` guard needed in callers; decord
     # is only ever imported inside the workers, so no reader state is inherited
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        yield from pool.map(_encode_task, tasks, chunksize=1)
+        yield from pool.map(encode_task, tasks, chunksize=1)
 
 
 # ---------------------------------------------------------------- writing
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _ShardFile:
@@ -320,7 +317,7 @@ class _ShardFile:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.path)
-        return self.path.stat().st_size, _sha256(self.path)
+        return self.path.stat().st_size, sha256_file(self.path)
 
 
 def _sample_bytes(s: Encoded) -> int:
@@ -348,7 +345,7 @@ def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> 
             [r["sample_id"] for r in span] != m["consumed"]
             or m["plan_hash"] != _plan_hash(span, fingerprints, cfg)
             or tar.stat().st_size != m["bytes"]
-            or _sha256(tar) != m["sha256"]
+            or sha256_file(tar) != m["sha256"]
         ):
             break
         kept.append(m)
@@ -359,33 +356,44 @@ def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> 
     return kept, cursor
 
 
-def write_split(
-    table: pa.Table,
-    raw_root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    cfg: ShardConfig,
-    *,
-    progress: bool = True,
-    mapper=None,
-) -> dict:
-    """Shard one split (all rows of `table` share dataset and split); returns the manifest it writes.
+@dataclass
+class ShardWork:
+    """One split's plan (`plan_shards`): the records in shard order, the video fingerprints, the markers of the
+    shards kept from an earlier run (covering the first `cursor` records) and the videos still to encode."""
 
-    Resumable: leading shards from an interrupted run that still match are kept, the rest is rewritten.
-    `mapper(fn, items)`, when given, must yield `fn(item)` in order (module-level `fn`, picklable items: one video
-    and its samples each); it replaces the built-in process pool, and the bytes written are the same.
-    """
+    out_dir: Path
+    cfg: ShardConfig
+    plan: list[dict]
+    fingerprints: dict[str, list]
+    markers: list[dict]
+    cursor: int
+    tasks: list[EncodeTask]
+
+
+def plan_shards(
+    table: pa.Table, raw_root: str | os.PathLike, out_dir: str | os.PathLike, cfg: ShardConfig
+) -> ShardWork:
+    """Plan one split (all rows of `table` share dataset and split) and resume it: the leading shards of an earlier
+    run that still match are kept, everything after them is removed; `tasks` hold the rest, one per video."""
     out_dir, raw_root = Path(out_dir), Path(raw_root)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_split(table, cfg)
     fingerprints = {p: _video_fingerprint(raw_root / p) for p in {r["video_path"] for r in plan}}
     markers, cursor = _resume(out_dir, plan, fingerprints, cfg)
-    todo = plan[cursor:]
     tasks = [
         (str(raw_root / video), list(recs), cfg.jpeg_quality)
-        for video, recs in groupby(todo, key=lambda r: r["video_path"])
+        for video, recs in groupby(plan[cursor:], key=lambda r: r["video_path"])
     ]
-    cap = _max_samples_per_shard(len(plan), cfg)
+    return ShardWork(out_dir, cfg, plan, fingerprints, markers, cursor, tasks)
 
+
+def write_shards(work: ShardWork, results: Iterable[list[Encoded]], *, progress: bool = True) -> dict:
+    """Finish a split: stream `encode_task`'s results for `work.tasks` (in task order, from any map) into the shards
+    and their markers, then write the rejects table and the manifest; returns the manifest. The bytes do not
+    depend on where the tasks ran."""
+    out_dir, cfg, plan, fingerprints = work.out_dir, work.cfg, work.plan, work.fingerprints
+    markers, cursor = list(work.markers), work.cursor
+    cap = _max_samples_per_shard(len(plan), cfg)
     shard: _ShardFile | None = None
     pending: list[Encoded] = []  # written and rejected samples of the open shard, in plan order (no frames)
     shard_bytes = 0
@@ -414,9 +422,10 @@ def write_split(
         pending.clear()
         shard = None
 
-    bar = tqdm(total=len(todo), desc=f"shard {out_dir.parent.name}/{out_dir.name}", unit="sample", disable=not progress)
-    for results in _encoded_stream(tasks, cfg.workers, mapper):
-        for s in results:
+    todo = len(plan) - work.cursor
+    bar = tqdm(total=todo, desc=f"shard {out_dir.parent.name}/{out_dir.name}", unit="sample", disable=not progress)
+    for encoded in results:
+        for s in encoded:
             if s.members is not None:
                 size = _sample_bytes(s)
                 if shard is not None and (shard.samples >= cap or shard_bytes + size > cfg.max_bytes):
@@ -433,6 +442,20 @@ def write_split(
         close_shard()
     trailing = [{"sample_id": s.sample_id, "reason": s.reason, "message": s.message} for s in pending]
     return _finish_split(out_dir, plan, markers, trailing)
+
+
+def write_split(
+    table: pa.Table,
+    raw_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: ShardConfig,
+    *,
+    progress: bool = True,
+) -> dict:
+    """Shard one split here, decoding over a pool of `cfg.workers` processes: `plan_shards`, `encode_task` per
+    video, `write_shards`. Resumable (see `plan_shards`); returns the manifest it writes."""
+    work = plan_shards(table, raw_root, out_dir, cfg)
+    return write_shards(work, encode_in_pool(work.tasks, cfg.workers), progress=progress)
 
 
 def _finish_split(out_dir: Path, plan: list[dict], markers: list[dict], trailing_rejects: list[dict]) -> dict:
@@ -474,11 +497,17 @@ def _finish_split(out_dir: Path, plan: list[dict], markers: list[dict], trailing
 
 
 __all__ = [
-    "Encoded",
     "SHARD_PATTERN",
+    "EncodeTask",
+    "Encoded",
     "ShardConfig",
+    "ShardWork",
+    "encode_in_pool",
+    "encode_task",
     "encode_video_samples",
     "plan_sample",
+    "plan_shards",
     "plan_split",
+    "write_shards",
     "write_split",
 ]

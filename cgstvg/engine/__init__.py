@@ -1,1 +1,1 @@
-"""Training and evaluation machinery: optimizer groups and schedule, EMA, checkpoints, DDP, the loops, extraction."""
+"""Training machinery: optimizer groups and schedule, EMA, checkpoints, DDP, the training loops, feature extraction."""

@@ -2,13 +2,14 @@
 
 `BatchModel` holds the SAME submodules as a `cgstvg.model.cgstvg.CGSTVG` under the same names (`appearance`,
 `motion`, `text`, `head`), so its state dict is a CGSTVG state dict and parameter-group prefixes are CGSTVG's.
-Its forward takes the batch of `cgstvg.engine.feature_loader` (or of `cgstvg.data.collate` when nothing is
+Its forward takes the batch of `cgstvg.data.feature_loader` (or of `cgstvg.data.collate` when nothing is
 cached) and runs one module forward, so DistributedDataParallel can wrap it. `CGSTVG.forward` takes frames and
 sentences only; this adapter adds the cached inputs (motion from `extract` always; appearance and text when the
 batch carries them), and the slicing of one evaluation pass.
 
 Conventions: the batch's `pixel_mask` and `time_mask` are True on REAL pixels / frames (the loader's), the head's
-masks are True on PADDING; boxes are normalised (cx, cy, w, h) of each clip's own frame (DETR's convention).
+masks are True on PADDING (`cgstvg.data.collate.padding_mask` turns one into the other); boxes are normalised
+(cx, cy, w, h) of each clip's own frame (DETR's convention).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cgstvg.data.collate import padding_mask
 from cgstvg.model.appearance import downsample_mask
 from cgstvg.model.cgstvg import CGSTVG
 from cgstvg.model.head import CGSTVGOutput
@@ -61,7 +63,7 @@ class BatchModel(nn.Module):
         feats = batch.get("features", {})
         sl = slice(pass_index, None, num_passes)
         frames = batch["frames"][:, sl].to(device, non_blocking=True)
-        real = batch["time_mask"][:, sl].to(device)
+        time_mask = padding_mask(batch["time_mask"][:, sl].to(device))
         b, t = frames.shape[:2]
 
         if "appearance" in feats:
@@ -80,13 +82,13 @@ class BatchModel(nn.Module):
                 "the backbones need the same grid (rerun `extract` after changing model.backbones)"
             )
         grid = tuple(app.shape[-2:])
-        cells = downsample_mask(~batch["pixel_mask"].to(device), grid)  # (B, H', W') True = padded
+        cells = downsample_mask(padding_mask(batch["pixel_mask"].to(device)), grid)  # (B, H', W') True = padded
         vis_mask = cells[:, None].expand(b, t, *grid)
         if "text" in feats:
             text_hidden, text_mask = feats["text"].to(device), feats["text_mask"].to(device)
         else:
             text_hidden, text_mask = self.text(list(batch["sentences"]))
-        return self.head(app, vis_mask, mot, text_hidden, text_mask, time_mask=~real, targets=targets)
+        return self.head(app, vis_mask, mot, text_hidden, text_mask, time_mask=time_mask, targets=targets)
 
 
 __all__ = ["BatchModel", "grounding_targets"]

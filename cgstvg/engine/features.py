@@ -21,6 +21,10 @@ Resumable like `shard`: after a feature shard is written (atomically) a marker `
 the input shard's sha256, the extraction fingerprint (backbone params, seed, which features) and the output's
 sha256. A rerun keeps every shard whose marker still matches and recomputes the others; the output is
 byte-identical to an uninterrupted run (fixed tar headers, deterministic kernels per batch).
+
+A split is planned (`plan_extraction`), each of its frame shards extracted on its own (`extract_shard`, in any
+process: a shard depends on nothing else), then finished (`finish_extraction` writes the manifest);
+`extract_split` runs the three in this process.
 """
 
 from __future__ import annotations
@@ -31,11 +35,10 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
-import numpy as np
 import torch
 import webdataset as wds
 from torch import nn
@@ -43,8 +46,10 @@ from tqdm import tqdm
 
 from cgstvg.data.augment import swap_left_right
 from cgstvg.data.collate import normalize_frames
-from cgstvg.data.shard_reader import clip_from_sample, read_manifest
+from cgstvg.data.feature_arrays import npy_bytes
+from cgstvg.data.shard_reader import clip_from_sample, iter_shard_samples, read_manifest
 from cgstvg.utils.atomic import atomic_path, write_json
+from cgstvg.utils.hashing import sha256_file
 
 FEATURE_NAMES = ("motion", "appearance", "text")
 _TAR_FIELDS = {"user": "", "group": "", "mode": 0o444, "mtime": 0}  # fixed headers: reruns are byte-identical
@@ -66,34 +71,6 @@ class FrozenBackbones:
         for n in self.names:
             getattr(self, n).to(device).eval().requires_grad_(False)
         return self
-
-
-def npy_bytes(array: torch.Tensor) -> bytes:
-    """A tensor as float16 `.npy` bytes."""
-    buf = io.BytesIO()
-    np.save(buf, array.detach().to("cpu", torch.float16).numpy(), allow_pickle=False)
-    return buf.getvalue()
-
-
-def load_npy(data: bytes, where: str) -> torch.Tensor:
-    """`.npy` bytes -> float32 tensor; a damaged member raises an error naming it."""
-    try:
-        return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{where}: not a readable .npy feature array ({exc})") from exc
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _samples(url: str) -> Iterator[dict]:
-    """Raw webdataset samples of one tar, in file order."""
-    yield from wds.tarfile_to_samples()(iter([{"url": url}]))
 
 
 def _groups(clips: list[dict], batch_frames: int) -> Iterator[list[dict]]:
@@ -148,7 +125,7 @@ class FeatureExtractor:
     def shard_members(self, url: str) -> list[dict[str, bytes]]:
         """The feature members of every sample of the frame shard `url`, in its order."""
         clips = []
-        for sample in _samples(url):
+        for sample in iter_shard_samples(url):
             clip = clip_from_sample(sample)
             clips.append(
                 {
@@ -246,65 +223,64 @@ def extract_shard(
     return marker, False
 
 
+def plan_extraction(frame_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+    """Plan one split: returns the frame shards' manifest, whose `shards` are the units of `extract_shard`.
+
+    Creates `out_dir` and removes the feature shards (and markers) whose frame shard no longer exists.
+    """
+    frame_dir, out_dir = Path(frame_dir), Path(out_dir)
+    manifest = read_manifest(frame_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expected = {s["name"] for s in manifest["shards"]}
+    for stale in out_dir.glob("shard-*"):
+        if stale.name.split(".")[0] + ".tar" not in expected:
+            stale.unlink()
+    return manifest
+
+
+def finish_extraction(
+    frame_manifest: dict,
+    out_dir: str | os.PathLike,
+    results: Iterable[tuple[dict, bool]],
+    fingerprint: str,
+    features: Sequence[str],
+) -> dict:
+    """Write the split's feature `manifest.json` from what `extract_shard` returned for each shard of
+    `frame_manifest`, in its order; returns the manifest plus `reused_shards`."""
+    written, reused = [], 0
+    for marker, was_reused in results:
+        written.append(marker)
+        reused += int(was_reused)
+    out = {
+        "dataset": frame_manifest.get("dataset"),
+        "split": frame_manifest.get("split"),
+        "fingerprint": fingerprint,
+        "samples": sum(m["samples"] for m in written),
+        "bytes": sum(m["bytes"] for m in written),
+        "shards": [{k: m[k] for k in ("name", "samples", "bytes", "sha256")} for m in written],
+        "features": list(features),
+    }
+    write_json(Path(out_dir) / "manifest.json", out)
+    out["reused_shards"] = reused
+    return out
+
+
 def extract_split(
     frame_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     extractor: FeatureExtractor,
     fingerprint: str,
     progress: bool = True,
-    *,
-    mapper=None,
-    job=None,
-    job_context=None,
 ) -> dict:
-    """Feature shards for one split's frame shards; resumes from finished shards. Returns the manifest it writes.
-
-    `fingerprint` identifies the extraction settings: a marker with another fingerprint is stale. With `mapper`
-    (an ordered `map(fn, items)`, e.g. the Prefect fan-out of flows/fanout.py), the shards are handed to the
-    module-level `job(item)` as dicts of `job_context` plus frame_dir, out_dir, shard and fingerprint; `job` must
-    return what `extract_shard` returns (it rebuilds an identical extractor in its own worker; `extractor`
-    then only names the features).
-    """
-    frame_dir, out_dir = Path(frame_dir), Path(out_dir)
-    manifest = read_manifest(frame_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    expected = {s["name"] for s in manifest["shards"]}
-    for stale in out_dir.glob("shard-*"):  # shards that no longer exist upstream
-        if stale.name.split(".")[0] + ".tar" not in expected:
-            stale.unlink()
-    shards = tqdm(
-        manifest["shards"], desc=f"extract {frame_dir.parent.name}/{frame_dir.name}", unit="shard", disable=not progress
-    )
-    if mapper is None:
-        results = (extract_shard(frame_dir, out_dir, shard, extractor, fingerprint) for shard in shards)
-    else:
-        items = [
-            dict(
-                job_context or {},
-                frame_dir=str(frame_dir.resolve()),
-                out_dir=str(out_dir.resolve()),
-                shard=shard,
-                fingerprint=fingerprint,
-            )
-            for shard in manifest["shards"]
-        ]
-        results = mapper(job, items)
-    written, reused = [], 0
-    for marker, was_reused in results:
-        written.append(marker)
-        reused += int(was_reused)
-    out = {
-        "dataset": manifest.get("dataset"),
-        "split": manifest.get("split"),
-        "fingerprint": fingerprint,
-        "samples": sum(m["samples"] for m in written),
-        "bytes": sum(m["bytes"] for m in written),
-        "shards": [{k: m[k] for k in ("name", "samples", "bytes", "sha256")} for m in written],
-        "features": list(extractor.backbones.names),
-    }
-    write_json(out_dir / "manifest.json", out)
-    out["reused_shards"] = reused
-    return out
+    """Feature shards for one split's frame shards, in this process: `plan_extraction`, `extract_shard` per shard,
+    `finish_extraction`. Resumes from finished shards; `fingerprint` identifies the extraction settings (a marker
+    with another fingerprint is stale). Returns the manifest it writes."""
+    frame_dir = Path(frame_dir)
+    manifest = plan_extraction(frame_dir, out_dir)
+    desc = f"extract {frame_dir.parent.name}/{frame_dir.name}"
+    shards = tqdm(manifest["shards"], desc=desc, unit="shard", disable=not progress)
+    results = (extract_shard(frame_dir, out_dir, shard, extractor, fingerprint) for shard in shards)
+    return finish_extraction(manifest, out_dir, results, fingerprint, extractor.backbones.names)
 
 
 __all__ = [
@@ -313,7 +289,6 @@ __all__ = [
     "FrozenBackbones",
     "extract_shard",
     "extract_split",
-    "load_npy",
-    "npy_bytes",
-    "sha256_file",
+    "finish_extraction",
+    "plan_extraction",
 ]

@@ -49,7 +49,7 @@ AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Knobs of the loop (the `train` section of params.yaml, with steps already computed)."""
+    """Knobs of the loop (the `train` section of params.yaml with its schedule in steps; see `from_params`)."""
 
     epochs: int
     steps_per_epoch: int
@@ -82,6 +82,35 @@ class TrainSettings:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    @classmethod
+    def from_params(
+        cls, section: dict[str, Any], *, steps_per_epoch: int, seed: int, find_unused_parameters: bool = False
+    ) -> TrainSettings:
+        """From params.yaml `train`: the schedule's warm-up fraction of all steps and milestone epochs become steps.
+
+        steps_per_epoch: the loader's batches per epoch; seed: `base.seed`; find_unused_parameters: for DDP.
+        """
+        epochs = int(section["epochs"])
+        total = epochs * steps_per_epoch
+        schedule = section["schedule"]
+        return cls(
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            warmup_steps=round(float(schedule["warmup_fraction"]) * total),
+            milestones=tuple(int(e * steps_per_epoch) for e in schedule["milestones_epochs"]),
+            gamma=float(schedule["gamma"]),
+            weight_decay=float(section["optim"]["weight_decay"]),
+            grad_clip=float(section["grad_clip"]),
+            ema_decay=float(section["ema_decay"]),
+            amp=bool(section["amp"]),
+            amp_dtype=str(section["amp_dtype"]),
+            checkpoint_every=int(section["checkpoint_every"]),
+            keep_checkpoints=int(section["keep_checkpoints"]),
+            log_every=int(section["log_every"]),
+            seed=seed,
+            find_unused_parameters=find_unused_parameters,
+        )
 
 
 @dataclasses.dataclass
@@ -121,6 +150,143 @@ def _autocast(env: DistEnv, settings: TrainSettings):
     return contextlib.nullcontext()
 
 
+@dataclasses.dataclass
+class _Optimization:
+    """What a step updates besides the model, and what a checkpoint saves with it."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    ema: Any  # an AveragedModel
+    use_scaler: bool
+    trainable: list[nn.Parameter]  # the parameters whose gradients are clipped
+
+    @classmethod
+    def build(cls, model: nn.Module, groups: Sequence[GroupSpec], settings: TrainSettings, env: DistEnv):
+        optimizer = build_optimizer(model, groups, settings.weight_decay)
+        scheduler = build_scheduler(
+            optimizer, groups, settings.total_steps, settings.warmup_steps, settings.milestones, settings.gamma
+        )
+        use_scaler = settings.amp and env.device.type == "cuda" and settings.amp_dtype == "float16"
+        scaler = torch.amp.GradScaler(env.device.type, enabled=use_scaler)
+        ema = build_ema(model, settings.ema_decay)
+        return cls(optimizer, scheduler, scaler, ema, use_scaler, [p for p in model.parameters() if p.requires_grad])
+
+
+def _resume(
+    model: nn.Module,
+    opt: _Optimization,
+    checkpoint_dir: Path,
+    fingerprint: str,
+    env: DistEnv,
+    curve_csv: tuple[str | os.PathLike, str | os.PathLike] | None,
+) -> tuple[int, list[dict[str, float]]]:
+    """Load the newest checkpoint with this fingerprint into model and optimization; returns (its step, its
+    curve), (0, []) for a fresh run (whose stale checkpoints are removed)."""
+    state = ckpt.latest_checkpoint(checkpoint_dir, fingerprint)
+    if state is None:
+        if env.is_main:
+            removed = ckpt.remove_stale(checkpoint_dir, fingerprint)
+            if removed:
+                log.warning(
+                    "removed %d stale checkpoint(s) from %s (params or data changed)", len(removed), checkpoint_dir
+                )
+        return 0, []
+    unwrap(model).load_state_dict(state["model"])
+    opt.ema.load_state_dict(state["model_ema"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    opt.scaler.load_state_dict(state["scaler"])
+    start, curve = int(state["step"]), list(state["curve"])
+    if env.is_main:
+        log.info("resuming from %s at step %d", checkpoint_dir, start)
+        if curve and curve_csv is not None:
+            # Rewritten now: a run resumed at its last step has no step left to write them (DVC deletes a
+            # stage's outputs before running it, the persisted checkpoints excepted).
+            write_curves(curve, *curve_csv)
+    return start, curve
+
+
+def _optimizer_step(
+    model: nn.Module,
+    ddp_model: nn.Module,
+    opt: _Optimization,
+    loss_fn: LossFn,
+    batch: Any,
+    step: int,
+    epoch: int,
+    settings: TrainSettings,
+    env: DistEnv,
+) -> tuple[torch.Tensor, Mapping[str, torch.Tensor], dict[str, float]]:
+    """One optimizer step on `batch`; returns the loss, its terms and the learning rate of each group it used."""
+    torch.manual_seed(step_seed(settings.seed, step, env.rank))
+    with _autocast(env, settings):
+        total, terms = loss_fn(ddp_model, batch)
+    if not torch.isfinite(total.detach()).item() and not opt.use_scaler:
+        raise FloatingPointError(f"training loss is {total.item()} at step {step} (epoch {epoch})")
+    opt.scaler.scale(total).backward()
+    if settings.grad_clip > 0:
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_(opt.trainable, settings.grad_clip)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.optimizer.zero_grad(set_to_none=True)
+    used_lr = {f"lr_{g['name']}": float(g["lr"]) for g in opt.optimizer.param_groups}  # this step's
+    opt.scheduler.step()
+    opt.ema.update_parameters(unwrap(model))
+    return total, terms, used_lr
+
+
+class _CurveLog:
+    """The curve rows: every `log_every` steps the mean of each term over the interval (averaged over ranks) and
+    each group's learning rate in the interval's last step; rank 0 rewrites the CSV files after every row."""
+
+    def __init__(
+        self,
+        rows: list[dict[str, float]],
+        settings: TrainSettings,
+        env: DistEnv,
+        curve_csv: tuple[str | os.PathLike, str | os.PathLike] | None,
+    ):
+        self.rows, self.settings, self.env, self.curve_csv = rows, settings, env, curve_csv
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(
+        self, step: int, total: torch.Tensor, terms: Mapping[str, torch.Tensor], used_lr: dict[str, float]
+    ) -> dict[str, float] | None:
+        """Account for the step that just finished (`step` done in all); returns the row when one is due."""
+        for k, v in (("total", total), *terms.items()):
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+        self.count += 1
+        if step % self.settings.log_every and step != self.settings.total_steps:
+            return None
+        keys = list(self.sums)
+        device = self.env.device if self.env.device.type == "cuda" else None
+        means = all_reduce_mean(
+            torch.tensor([self.sums[k] / self.count for k in keys], dtype=torch.float64, device=device)
+        )
+        row: dict[str, float] = {"step": step, "epoch": (step - 1) // self.settings.steps_per_epoch}
+        row.update({k: float(m) for k, m in zip(keys, means.tolist())})
+        row.update(used_lr)
+        self.rows.append(row)
+        self.sums, self.count = {}, 0
+        if self.env.is_main and self.curve_csv is not None:
+            write_curves(self.rows, *self.curve_csv)
+        return row
+
+
+def _wrap(model: nn.Module, settings: TrainSettings, env: DistEnv) -> nn.Module:
+    """The model DistributedDataParallel when the run is distributed, else itself."""
+    if not env.is_distributed:
+        return model
+    return DistributedDataParallel(
+        model,
+        device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+        find_unused_parameters=settings.find_unused_parameters,
+    )
+
+
 def train(
     model: nn.Module,
     groups: Sequence[GroupSpec],
@@ -137,74 +303,18 @@ def train(
     """Train `model` for `settings.total_steps` optimizer steps, resuming from `checkpoint_dir` if possible."""
     t0 = time.perf_counter()
     checkpoint_dir = Path(checkpoint_dir)
+    curve_csv = (loss_csv, lr_csv) if loss_csv is not None and lr_csv is not None else None
     model.to(env.device)
-    optimizer = build_optimizer(model, groups, settings.weight_decay)
-    scheduler = build_scheduler(
-        optimizer, groups, settings.total_steps, settings.warmup_steps, settings.milestones, settings.gamma
-    )
-    use_scaler = settings.amp and env.device.type == "cuda" and settings.amp_dtype == "float16"
-    scaler = torch.amp.GradScaler(env.device.type, enabled=use_scaler)
-    ema = build_ema(model, settings.ema_decay)
-
-    state = ckpt.latest_checkpoint(checkpoint_dir, fingerprint)
-    start, curve = 0, []
-    if state is not None:
-        unwrap(model).load_state_dict(state["model"])
-        ema.load_state_dict(state["model_ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start, curve = int(state["step"]), list(state["curve"])
-        if env.is_main:
-            log.info("resuming from %s at step %d", checkpoint_dir, start)
-            if curve and loss_csv is not None and lr_csv is not None:
-                # Rewritten now: a run resumed at its last step has no step left to write them (DVC deletes a
-                # stage's outputs before running it, the persisted checkpoints excepted).
-                write_curves(curve, loss_csv, lr_csv)
-    elif env.is_main:
-        removed = ckpt.remove_stale(checkpoint_dir, fingerprint)
-        if removed:
-            log.warning("removed %d stale checkpoint(s) from %s (params or data changed)", len(removed), checkpoint_dir)
-    del state
-    ema.to(env.device)
-
-    if env.is_distributed:
-        ddp_model: nn.Module = DistributedDataParallel(
-            model,
-            device_ids=[env.local_rank] if env.device.type == "cuda" else None,
-            find_unused_parameters=settings.find_unused_parameters,
-        )
-    else:
-        ddp_model = model
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def save(step: int) -> None:
-        if env.is_main:
-            ckpt.save_checkpoint(
-                checkpoint_dir,
-                {
-                    "step": step,
-                    "epoch": step // settings.steps_per_epoch,
-                    "fingerprint": fingerprint,
-                    "model": unwrap(model).state_dict(),
-                    "model_ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "curve": curve,
-                },
-                keep=settings.keep_checkpoints,
-            )
-        barrier()
-
-    total_steps = settings.total_steps
-    sums: dict[str, float] = {}
-    n_in_interval = 0
+    opt = _Optimization.build(model, groups, settings, env)
+    start, curve = _resume(model, opt, checkpoint_dir, fingerprint, env, curve_csv)
+    opt.ema.to(env.device)
+    ddp_model = _wrap(model, settings, env)
+    curve_log = _CurveLog(curve, settings, env, curve_csv)
     bar = None
     if progress and env.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=settings.total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     step = start
     ddp_model.train()
     for epoch in range(start // settings.steps_per_epoch, settings.epochs):
@@ -213,46 +323,13 @@ def train(
         got = 0
         for batch in itertools.islice(batches(epoch, skip), n_batches):
             got += 1
-            torch.manual_seed(step_seed(settings.seed, step, env.rank))
-            with _autocast(env, settings):
-                total, terms = loss_fn(ddp_model, batch)
-            if not torch.isfinite(total.detach()).item() and not use_scaler:
-                raise FloatingPointError(f"training loss is {total.item()} at step {step} (epoch {epoch})")
-            scaler.scale(total).backward()
-            if settings.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            used_lr = {f"lr_{g['name']}": float(g["lr"]) for g in optimizer.param_groups}  # this step's
-            scheduler.step()
-            ema.update_parameters(unwrap(model))
+            total, terms, used_lr = _optimizer_step(model, ddp_model, opt, loss_fn, batch, step, epoch, settings, env)
             step += 1
-
-            for k, v in (("total", total), *terms.items()):
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            n_in_interval += 1
-            if step % settings.log_every == 0 or step == total_steps:
-                keys = list(sums)
-                means = all_reduce_mean(
-                    torch.tensor(
-                        [sums[k] / n_in_interval for k in keys],
-                        dtype=torch.float64,
-                        device=env.device if env.device.type == "cuda" else None,
-                    )
-                )
-                row: dict[str, float] = {"step": step, "epoch": (step - 1) // settings.steps_per_epoch}
-                row.update({k: float(m) for k, m in zip(keys, means.tolist())})
-                row.update(used_lr)
-                curve.append(row)
-                sums, n_in_interval = {}, 0
-                if env.is_main and loss_csv is not None and lr_csv is not None:
-                    write_curves(curve, loss_csv, lr_csv)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['total']:.3f}", epoch=row["epoch"])
-            if step % settings.checkpoint_every == 0 or step == total_steps:
-                save(step)
+            row = curve_log.add(step, total, terms, used_lr)
+            if bar is not None and row is not None:
+                bar.set_postfix(loss=f"{row['total']:.3f}", epoch=row["epoch"])
+            if step % settings.checkpoint_every == 0 or step == settings.total_steps:
+                _save_checkpoint(checkpoint_dir, step, fingerprint, model, opt, curve, settings, env)
             if bar is not None:
                 bar.update(1)
         if got != n_batches:
@@ -262,15 +339,46 @@ def train(
             )
     if bar is not None:
         bar.close()
+    seconds = time.perf_counter() - t0
     return TrainResult(
         step=step,
         resumed_from=start,
         model=unwrap(model),
-        ema=ema,
+        ema=opt.ema,
         curve=curve,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         steps_run=step - start,
     )
+
+
+def _save_checkpoint(
+    checkpoint_dir: Path,
+    step: int,
+    fingerprint: str,
+    model: nn.Module,
+    opt: _Optimization,
+    curve: list[dict[str, float]],
+    settings: TrainSettings,
+    env: DistEnv,
+) -> None:
+    """Rank 0 writes the checkpoint of `step` (keeping the newest `keep_checkpoints`); every rank waits for it."""
+    if env.is_main:
+        ckpt.save_checkpoint(
+            checkpoint_dir,
+            {
+                "step": step,
+                "epoch": step // settings.steps_per_epoch,
+                "fingerprint": fingerprint,
+                "model": unwrap(model).state_dict(),
+                "model_ema": opt.ema.state_dict(),
+                "optimizer": opt.optimizer.state_dict(),
+                "scheduler": opt.scheduler.state_dict(),
+                "scaler": opt.scaler.state_dict(),
+                "curve": curve,
+            },
+            keep=settings.keep_checkpoints,
+        )
+    barrier()
 
 
 __all__ = ["AMP_DTYPES", "TrainResult", "TrainSettings", "step_seed", "train", "write_curves"]

@@ -31,7 +31,6 @@ dict, so `torch.load(weights_only=True)` reads it):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -47,11 +46,12 @@ from torch import Tensor
 
 from cgstvg.data.resize import RESIZE_MODES
 from cgstvg.data.sampling import POLICIES
-from cgstvg.evaluation.protocol import PROTOCOLS
+from cgstvg.evaluation.protocol import TEST_PROTOCOLS
 from cgstvg.inference.errors import CheckpointError
 from cgstvg.model.cgstvg import CGSTVG, build_cgstvg
 from cgstvg.model.convert import convert_official_state_dict
 from cgstvg.utils.atomic import atomic_path
+from cgstvg.utils.hashing import sha256_file
 
 CHECKPOINT_FORMAT = "cgstvg-grounding/1"
 SAFETENSORS_PARAMS_KEY = "cgstvg_params"
@@ -67,7 +67,7 @@ class GroundingParams:
 
     model: params.yaml `model:` section. sampling: `policy` plus that policy's knob, at the TRAINING rate (each
     pass of the protocol sees frames at the training rate; the two-pass protocol samples twice as densely).
-    resize: params.yaml `shard.resize`. protocol: a key of `cgstvg.evaluation.PROTOCOLS`.
+    resize: params.yaml `shard.resize`. protocol: a key of `cgstvg.evaluation.TEST_PROTOCOLS`.
     """
 
     model: dict[str, Any]
@@ -77,7 +77,7 @@ class GroundingParams:
 
     @property
     def passes(self) -> int:
-        return PROTOCOLS[self.protocol]
+        return TEST_PROTOCOLS[self.protocol]
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "sampling": self.sampling, "resize": self.resize, "protocol": self.protocol}
@@ -95,8 +95,8 @@ class GroundingParams:
             raise CheckpointError(f"{where}: unknown params keys {unknown}")
         sampling, resize = dict(d["sampling"]), dict(d["resize"])
         protocol = d.get("protocol", "two_pass")
-        if protocol not in PROTOCOLS:
-            raise CheckpointError(f"{where}: params.protocol={protocol!r}, expected one of {sorted(PROTOCOLS)}")
+        if protocol not in TEST_PROTOCOLS:
+            raise CheckpointError(f"{where}: params.protocol={protocol!r}, expected one of {sorted(TEST_PROTOCOLS)}")
         policy = sampling.get("policy")
         if policy not in POLICY_KNOBS:
             raise CheckpointError(f"{where}: params.sampling.policy={policy!r}, expected one of {list(POLICIES)}")
@@ -276,11 +276,6 @@ def _mismatch(path: Path, ours: dict[str, Tensor], theirs: dict[str, Tensor]) ->
     )
 
 
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def load_grounding_model(
     path: str | os.PathLike,
     *,
@@ -336,7 +331,7 @@ def load_grounding_model(
     step = obj.get("step")
     info = {
         "path": str(path),
-        "sha256": _file_sha256(path),
+        "sha256": sha256_file(path),
         "layout": layout,
         "step": int(step) if isinstance(step, int) else None,
     }

@@ -6,11 +6,13 @@ The steps follow the checkpoint's params (`GroundingParams`), so a new video is 
    and at most `passes x max_video_len` of them (the sine time table's length): longer videos are thinned
    evenly over the policy's ids (`sampling.capped` in the result);
 2. frames are resized by `shard.resize`'s rule and ImageNet-normalised, exactly as the shards and the loader do;
-3. the release's two-pass protocol (`cgstvg.evaluation.run_protocol`): the model runs on `ids[0::2]` and on
-   `ids[1::2]`; each pass is post-processed (`cgstvg.model.postprocess.post_process`) into a segment and
-   original-pixel boxes, and the passes are merged: the segment is [min start, max end), the boxes are
-   interpolated linearly to every frame (single_pass: one pass over the ids at the training rate);
-4. boxes are clipped to the frame (the post-processor only clips at 0).
+3. the release's two-pass protocol through the evaluation's own code (`cgstvg.evaluation.protocol`: `run_protocol`
+   drives `predict_passes`, each pass is post-processed by `pass_predictions`): the model runs on `ids[0::2]` and
+   on `ids[1::2]`; each pass becomes a segment and original-pixel boxes, and the passes are merged: the segment is
+   [min start, max end), the boxes are interpolated linearly to every frame (single_pass: one pass over the ids
+   at the training rate);
+4. unlike `evaluate`, which clamps boxes at 0 only as the release's evaluator does, boxes are also clipped to the
+   frame (`clip_to_frame=True`): the output format promises boxes inside the frame.
 
 `GroundingResult.to_json` is the output format (documented there).
 """
@@ -26,11 +28,10 @@ import torch
 from cgstvg.data.collate import normalize_frames
 from cgstvg.data.resize import resized_size
 from cgstvg.data.sampling import sample_frame_ids
-from cgstvg.evaluation.protocol import PassPrediction, TubePrediction, run_protocol
+from cgstvg.evaluation.protocol import PassPrediction, TubePrediction, pass_predictions, run_protocol
 from cgstvg.inference.checkpoint import GroundingModel
 from cgstvg.inference.errors import InputError
 from cgstvg.inference.video import DEFAULT_MAX_SECONDS, VideoInfo, open_video
-from cgstvg.model.postprocess import post_process
 from cgstvg.visualize import render_prediction
 
 RENDER_MAX_SIDE = 640
@@ -131,6 +132,53 @@ def sampled_frame_ids(grounding: GroundingModel, info: VideoInfo) -> tuple[list[
     return [ids[k] for k in keep], True
 
 
+def model_input_size(grounding: GroundingModel, info: VideoInfo) -> tuple[int, int]:
+    """(height, width) the frames are resized to, by the checkpoint's `shard.resize` rule."""
+    resize = grounding.params.resize
+    return resized_size(
+        info.height,
+        info.width,
+        short_side=resize["short_side"],
+        max_long_side=resize["max_long_side"],
+        mode=resize.get("mode", "aspect"),
+        width_cap=resize.get("width_cap", 1.4),
+    )
+
+
+def predict_tube(
+    grounding: GroundingModel, frames: torch.Tensor, frame_ids: torch.Tensor, orig_hw: tuple[int, int], sentence: str
+) -> tuple[TubePrediction, np.ndarray | None, list[float]]:
+    """The checkpoint's test protocol on one video's sampled frames (N, 3, h, w) uint8 at `frame_ids` (N,).
+
+    Returns the merged tube, the box confidence at `tube.frame_ids` (interpolated between sampled frames like the
+    boxes; None without confidence heads) and each pass's probability of its (start, end) pair.
+    """
+    conf_parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    scores: list[float] = []
+
+    @torch.inference_mode()
+    def predict_pass(positions: torch.Tensor) -> PassPrediction:
+        clip = normalize_frames(frames[positions]).to(grounding.device)[None]  # (1, T, 3, h, w)
+        out = grounding.model(clip, [sentence])
+        [prediction], tube = pass_predictions(
+            out.pred_sted, out.pred_boxes, frame_ids[positions][None], torch.tensor([orig_hw]), clip_to_frame=True
+        )
+        scores.append(float(tube.score[0].exp()))
+        if out.boxes_conf is not None:
+            conf_parts.append((frame_ids[positions], out.boxes_conf[0].float().cpu() / 2))
+        return prediction
+
+    tube = run_protocol(frame_ids, predict_pass, grounding.params.protocol)
+    conf = None
+    if conf_parts:
+        # The same linear interpolation between sampled frames as the boxes (cgstvg.evaluation.interpolate).
+        at = torch.cat([c[0] for c in conf_parts]).numpy()
+        values = torch.cat([c[1] for c in conf_parts]).numpy()
+        order = np.argsort(at, kind="stable")
+        conf = np.interp(tube.frame_ids.numpy(), at[order], values[order])
+    return tube, conf, scores
+
+
 def ground(
     grounding: GroundingModel,
     video_path: str | os.PathLike,
@@ -150,54 +198,15 @@ def ground(
         raise InputError(f"{render}: the rendered video must end in .mp4 or .gif")
     video = open_video(video_path, max_seconds)
     info = video.info
-    params = grounding.params
     ids, capped = sampled_frame_ids(grounding, info)
-    size = resized_size(
-        info.height,
-        info.width,
-        short_side=params.resize["short_side"],
-        max_long_side=params.resize["max_long_side"],
-        mode=params.resize.get("mode", "aspect"),
-        width_cap=params.resize.get("width_cap", 1.4),
-    )
+    size = model_input_size(grounding, info)
     sizes = [size]
     if render is not None:
         scale = min(1.0, render_max_side / max(info.height, info.width))
         sizes.append((max(2, round(info.height * scale)), max(2, round(info.width * scale))))
     decoded = video.read(ids, sizes)
-    frames = decoded[0]
     frame_ids = torch.tensor(ids, dtype=torch.int64)
-    device = grounding.device
-    orig_hw = torch.tensor([[info.height, info.width]])
-    limit = torch.tensor([info.width, info.height, info.width, info.height], dtype=torch.float32)
-    conf_parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    scores: list[float] = []
-
-    @torch.inference_mode()
-    def predict_pass(positions: torch.Tensor) -> PassPrediction:
-        clip = normalize_frames(frames[positions]).to(device)[None]  # (1, T, 3, h, w)
-        out = grounding.model(clip, [sentence])
-        tube = post_process(
-            out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), frame_ids[positions][None], orig_hw
-        )
-        boxes = torch.minimum(tube.boxes_xyxy[0], limit)  # post_process clips at 0 only
-        scores.append(float(tube.score[0].exp()))
-        if out.boxes_conf is not None:
-            conf_parts.append((frame_ids[positions], out.boxes_conf[0].float().cpu() / 2))
-        return PassPrediction(
-            frame_ids=frame_ids[positions],
-            boxes=boxes,
-            segment=(int(tube.sted_frame_ids[0, 0]), int(tube.sted_frame_ids[0, 1])),
-        )
-
-    tube = run_protocol(frame_ids, predict_pass, params.protocol)
-    conf = None
-    if conf_parts:
-        # The same linear interpolation between sampled frames as the boxes (cgstvg.evaluation.interpolate).
-        at = torch.cat([c[0] for c in conf_parts]).numpy()
-        values = torch.cat([c[1] for c in conf_parts]).numpy()
-        order = np.argsort(at, kind="stable")
-        conf = np.interp(tube.frame_ids.numpy(), at[order], values[order])
+    tube, conf, scores = predict_tube(grounding, decoded[0], frame_ids, (info.height, info.width), sentence)
     result = GroundingResult(
         video=info,
         sentence=sentence,
@@ -206,8 +215,8 @@ def ground(
         conf=conf,
         pass_scores=scores,
         model_size=size,
-        policy=params.sampling["policy"],
-        protocol=params.protocol,
+        policy=grounding.params.sampling["policy"],
+        protocol=grounding.params.protocol,
         capped=capped,
     )
     if render is not None:
@@ -225,4 +234,4 @@ def ground(
     return result
 
 
-__all__ = ["GroundingResult", "RENDER_MAX_SIDE", "ground", "sampled_frame_ids"]
+__all__ = ["GroundingResult", "RENDER_MAX_SIDE", "ground", "model_input_size", "predict_tube", "sampled_frame_ids"]

@@ -11,18 +11,21 @@ selection of ICR (pass them in training, never at evaluation).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from cgstvg.model.blocks import MLP, AnchorInit, FeatureResizer
 from cgstvg.model.config import CGSTVGConfig
-from cgstvg.model.context import InstanceContextGeneration, InstanceContextRefinement
 from cgstvg.model.encoder import MultimodalEncoder
-from cgstvg.model.heads import MLP, AnchorInit, FeatureResizer
-from cgstvg.model.position_encoding import sine_box_embedding, sine_position_2d, sine_time_table
-from cgstvg.model.spatial_decoder import SpatialDecoder
+from cgstvg.model.instance_context import ContextStep, InstanceContextRefinement
+from cgstvg.model.memory import DecoderMemory
+from cgstvg.model.position_encoding import sine_position_2d, sine_time_table
+from cgstvg.model.recording import Recorder
+from cgstvg.model.spatial_decoder import SpatialDecoder, SpatialDecoderLayer
 from cgstvg.model.targets import GroundingTargets
 from cgstvg.model.temporal_decoder import TemporalDecoder
 
@@ -55,6 +58,27 @@ class CGSTVGOutput(StageOutput):
     selected_frames: list[Tensor] = field(default_factory=list)
     intermediates: dict[str, Tensor] | None = None
 
+    @classmethod
+    def from_stages(
+        cls,
+        stages: list[StageOutput],
+        time_mask: Tensor,
+        selected_frames: list[Tensor],
+        intermediates: dict[str, Tensor] | None = None,
+    ) -> CGSTVGOutput:
+        """The output of the stages in order (the last one's predictions at the top level)."""
+        last = stages[-1]
+        return cls(
+            pred_boxes=last.pred_boxes,
+            boxes_conf=last.boxes_conf,
+            pred_sted=last.pred_sted,
+            pred_actioness=last.pred_actioness,
+            time_mask=time_mask,
+            aux_outputs=stages[:-1],
+            selected_frames=selected_frames,
+            intermediates=intermediates,
+        )
+
     @property
     def stages(self) -> list[StageOutput]:
         """Every stage, the last one included (the order of the criterion's suffixes _0, _1, ..., none)."""
@@ -76,27 +100,9 @@ class CGSTVGHead(nn.Module):
         self.text_resizer = FeatureResizer(cfg.text_dim, d, cfg.dropout)
         self.encoder = MultimodalEncoder(d, cfg.heads, cfg.ffn_dim, cfg.enc_layers, cfg.dropout)
         self.anchor_init = AnchorInit(d, cfg.dropout)
-        self.temporal_decoder = TemporalDecoder(
-            d,
-            cfg.heads,
-            cfg.ffn_dim,
-            cfg.dec_layers,
-            cfg.dropout,
-            cfg.context_heads,
-            cfg.context_ffn_dim,
-            cfg.context_in_temporal,
-        )
-        self.spatial_decoder = SpatialDecoder(
-            d,
-            cfg.heads,
-            cfg.ffn_dim,
-            cfg.dec_layers,
-            cfg.dropout,
-            cfg.context_heads,
-            cfg.context_ffn_dim,
-            cfg.uses_context,
-        )
-        self.icg = InstanceContextGeneration(cfg) if cfg.uses_context else None
+        self.temporal_decoder = TemporalDecoder(cfg)
+        self.spatial_decoder = SpatialDecoder(cfg)
+        # ICR owns the parameter-free ICG (cgstvg.model.instance_context); None for context_mode 'none'.
         self.icr = InstanceContextRefinement(cfg) if cfg.uses_context else None
         self.box_head = MLP(d, d, 4, 3)
         if cfg.query_init == "text":
@@ -129,29 +135,65 @@ class CGSTVGHead(nn.Module):
         targets: GroundingTargets | None = None,
         return_intermediates: bool = False,
     ) -> CGSTVGOutput:
-        """
+        """Paper Fig. 2: the encoder, then per stage k: TDB_k, SDB_k, then ICG + ICR, whose context guides stage k + 1.
+
         Args:
             vis_feat: (B, T, C_a, H', W') appearance features (ResNet layer4).
             vis_mask: (B, T, H', W') bool, True = padded cell.
             motion_feat: (B, T, C_m, H', W') motion features (Video Swin stage 4).
-            text_hidden: (B, L, C_t) text encoder output.
-            text_mask: (B, L) bool, True = padding token.
+            text_hidden: (B, L, C_t) text encoder output; text_mask: (B, L) bool, True = padding token.
             time_mask: (B, T) bool, True = padded frame; None = every frame is real.
             targets: GT for the 'gt_giou' training selection; leave None at inference.
             return_intermediates: also return internal tensors (`CGSTVGOutput.intermediates`).
-        Returns:
-            CGSTVGOutput (see its docstring).
         """
-        cfg = self.cfg
-        self._check_inputs(vis_feat, vis_mask, motion_feat, text_hidden, text_mask, time_mask)
-        b, t, _, h, w = vis_feat.shape
-        if t > self.time_table.shape[0]:
-            raise ValueError(f"CGSTVGHead: {t} frames exceed max_video_len + 1 = {self.time_table.shape[0]}")
-        if time_mask is None:
-            time_mask = torch.zeros(b, t, dtype=torch.bool, device=vis_feat.device)
-        rec: dict[str, Tensor] | None = {} if return_intermediates else None
-        d, hw, n_text = cfg.d_model, h * w, text_hidden.shape[1]
+        cfg, num_stages = self.cfg, self.cfg.dec_layers
+        time_mask = self._check_inputs(vis_feat, vis_mask, motion_feat, text_hidden, text_mask, time_mask)
+        with self._recorder() if return_intermediates else contextlib.nullcontext() as rec:
+            memory, frames_cls = self._encode(vis_feat, vis_mask, motion_feat, text_hidden, text_mask, time_mask)
+            anchors = self.anchor_init(frames_cls).sigmoid()
+            if rec is not None:
+                rec.put(self._encoder_record(memory, frames_cls, anchors))
+            queries_s, queries_t = self._initial_queries(memory, vis_feat)
+            # Without context in the TDB the temporal queries do not depend on the SDB, so (as the release) the
+            # whole temporal decoder runs first and its last layer can score every stage's frames.
+            temporal: list[tuple[Tensor, Tensor]] = []  # per stage: start/end logits, actioness logits
+            for k in range(0 if cfg.context_in_temporal else num_stages):
+                queries_t = self._temporal_stage(k, queries_t, memory, None, temporal)
+            context: tuple[Tensor, Tensor] | None = None
+            stages: list[StageOutput] = []
+            selected_frames: list[Tensor] = []
+            for k in range(num_stages):
+                if cfg.context_in_temporal:
+                    queries_t = self._temporal_stage(k, queries_t, memory, context, temporal)
+                queries_s, boxes = self.spatial_decoder.stage(k, queries_s, anchors, memory, context, self.box_head)
+                anchors = boxes.detach()
+                conf, context = None, None
+                if self.icr is not None:
+                    # 'last' (release): the last temporal layer scores every stage; 'stage': stage k's own.
+                    scoring = temporal[-1 if cfg.temporal_score_layer == "last" else k][1]
+                    # The context after the last stage has no consumer; it is built only when a test records it.
+                    step = self.icr(memory, anchors, scoring, targets, k < num_stages - 1 or rec is not None)
+                    conf, context = step.conf, step.context
+                    selected_frames.append(step.selected)
+                stages.append(StageOutput(boxes, conf, *temporal[k]))
+            if rec is not None:
+                rec.put({"dec.time_info": temporal[-1][1]})
+        return CGSTVGOutput.from_stages(stages, time_mask, selected_frames, None if rec is None else rec.tensors)
 
+    def _encode(
+        self,
+        vis_feat: Tensor,
+        vis_mask: Tensor,
+        motion_feat: Tensor,
+        text_hidden: Tensor,
+        text_mask: Tensor,
+        time_mask: Tensor,
+    ) -> tuple[DecoderMemory, Tensor]:
+        """The multimodal encoder over each frame's tokens; returns its memory for the decoders and the per-frame
+        mean of the memory (B, T, d) that initialises the anchors."""
+        cfg = self.cfg
+        b, t, _, h, w = vis_feat.shape
+        d, hw, n_text = cfg.d_model, h * w, text_hidden.shape[1]
         # Tokens per frame: [appearance H'W' ; text L ; motion H'W'] (the release's order), frames as the batch.
         cells = vis_mask.flatten(0, 1)  # (BT, H, W)
         vis_pos = sine_position_2d(cells, d).flatten(1, 2)  # (BT, HW, d)
@@ -180,159 +222,113 @@ class CGSTVGHead(nn.Module):
         else:
             keep = (~key_mask).to(memory.dtype)
             frames_cls = (memory * keep[..., None]).sum(dim=1) / keep.sum(dim=1, keepdim=True)
-        frames_cls = frames_cls.view(b, t, d)
-        anchors = self.anchor_init(frames_cls).sigmoid()
-        time_pos = self.time_table[:t]
-        if rec is not None:
-            rec.update(
-                {
-                    "vis_pos": vis_pos.unflatten(1, (h, w)),
-                    "input_proj_out": app,
-                    "motion_proj_out": mot,
-                    "text_resized": text,
-                    "enc.memory": memory,
-                    "enc.key_padding_mask": key_mask,
-                    "enc.frames_cls": frames_cls,
-                    "enc.videos_cls": frames_cls.mean(dim=1),
-                    "dec.init_anchors": anchors,
-                    "dec.query_time_embed": time_pos,
-                }
-            )
-
-        if cfg.query_init == "text":
-            tgt_s0, tgt_t0 = self._text_queries(memory, hw, n_text, text_pad, time_mask)
-        else:
-            tgt_s0 = tgt_t0 = vis_feat.new_zeros(b, t, d)
-
-        memory_key = memory + dec_pos
-        visible = ~key_mask if cfg.spatial_key_padding_mask else None
-        temporal = self.temporal_decoder
-        spatial = self.spatial_decoder
-        num_stages = cfg.dec_layers
-
-        # Temporal queries: with no context in the TDB they do not depend on the SDB, so (as the release) the whole
-        # temporal decoder runs first and its last layer can score every stage's frames.
-        tgt_t = tgt_t0
-        hidden_t: list[Tensor] = []
-        sted_all: list[Tensor] = []
-        actioness_all: list[Tensor] = []
-
-        def temporal_stage(k: int, context: tuple[Tensor, Tensor] | None) -> None:
-            nonlocal tgt_t
-            tgt_t = temporal.layers[k](tgt_t, time_pos, time_mask, memory, memory_key, key_mask, context)
-            hidden = temporal.norm(tgt_t)
-            hidden_t.append(hidden)
-            sted_all.append(self.sted_head(hidden))
-            actioness_all.append(self.actioness_head(hidden).squeeze(-1))
-            if rec is not None:
-                rec[f"time.layer{k}.out_prenorm"] = tgt_t
-
-        if not cfg.context_in_temporal:
-            for k in range(num_stages):
-                temporal_stage(k, None)
-
-        tgt_s = tgt_s0
-        context: tuple[Tensor, Tensor] | None = None
-        stages: list[StageOutput] = []
-        selected_frames: list[Tensor] = []
-        for k in range(num_stages):
-            if cfg.context_in_temporal:
-                temporal_stage(k, context)
-            sine = sine_box_embedding(anchors, d)  # (B, T, 2d)
-            query_pos = spatial.ref_point_head(sine)
-            query_sine = sine[..., :d] if k == 0 else sine[..., :d] * spatial.query_scale(tgt_s)
-            layer_rec: dict[str, Tensor] | None = {} if rec is not None else None
-            if rec is not None:
-                rec.update(
-                    {
-                        f"stage{k}.query_in": tgt_s,
-                        f"stage{k}.query_sine_full": sine,
-                        f"stage{k}.query_pos": query_pos,
-                        f"stage{k}.query_sine_scaled": query_sine,
-                    }
-                )
-                if context is not None:
-                    rec[f"stage{k}.context_in"], rec[f"stage{k}.context_in_pad"] = context
-            tgt_s = spatial.layers[k](
-                tgt_s, query_pos, query_sine, time_pos, time_mask, memory, dec_pos, visible, context, layer_rec
-            )
-            delta = self.box_head(tgt_s)
-            if cfg.box_refine == "anchor":
-                delta = delta + torch.logit(anchors, eps=1e-5)
-            boxes = delta.sigmoid()
-            anchors = boxes.detach()
-            if rec is not None:
-                rec.update({f"stage{k}.{name}": value for name, value in cast(dict[str, Tensor], layer_rec).items()})
-                rec[f"stage{k}.query_out"] = tgt_s
-
-            conf = None
-            context = None
-            if self.icr is not None:
-                roi_app, roi_mot = cast(InstanceContextGeneration, self.icg)(memory, (h, w), anchors)  # set with icr
-                conf_app, conf_mot = self.icr.confidences(roi_app, roi_mot)
-                conf = conf_app + conf_mot
-                # 'last' (release): the last temporal layer scores every stage; 'stage': stage k's own.
-                scoring = actioness_all[-1] if cfg.temporal_score_layer == "last" else actioness_all[k]
-                selected, spatial_score, temporal_score = self.icr.select(
-                    conf_app, conf_mot, scoring, time_mask, anchors, targets
-                )
-                selected_frames.append(selected)
-                # The context after the last stage has no consumer; build it only when a test asks for it.
-                if (k < num_stages - 1 or rec is not None) and bool(selected.any()):
-                    context = self.icr.context(roi_app, roi_mot, selected)
-                if rec is not None:
-                    rec.update(
-                        {
-                            f"stage{k}.roi_2d": roi_app,
-                            f"stage{k}.roi_3d": roi_mot,
-                            f"stage{k}.select_score": spatial_score,
-                            f"stage{k}.temporal_score": scoring if temporal_score is None else temporal_score,
-                            f"stage{k}.selected": selected,
-                        }
-                    )
-                    if context is not None:
-                        rec[f"stage{k}.context_out"], rec[f"stage{k}.context_out_pad"] = context
-            stages.append(StageOutput(boxes, conf, sted_all[k], actioness_all[k]))
-
-        if rec is not None:
-            rec["time.hidden_normed"] = torch.stack(hidden_t)
-            rec["dec.time_info"] = actioness_all[-1]
-        last = stages[-1]
-        return CGSTVGOutput(
-            pred_boxes=last.pred_boxes,
-            boxes_conf=last.boxes_conf,
-            pred_sted=last.pred_sted,
-            pred_actioness=last.pred_actioness,
+        decoder_memory = DecoderMemory(
+            tokens=memory,
+            pos=dec_pos,
+            pad=key_mask,
+            visible=~key_mask if cfg.spatial_key_padding_mask else None,
+            time_pos=self.time_table[:t],
             time_mask=time_mask,
-            aux_outputs=stages[:-1],
-            selected_frames=selected_frames,
-            intermediates=rec,
+            grid=(h, w),
         )
+        return decoder_memory, frames_cls.view(b, t, d)
 
-    def _text_queries(
-        self, memory: Tensor, hw: int, n_text: int, text_pad: Tensor, time_mask: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    def _initial_queries(self, memory: DecoderMemory, vis_feat: Tensor) -> tuple[Tensor, Tensor]:
+        """(spatial, temporal) queries before the first stage, (B, T, d) each: zeros (release) or from the text."""
+        if self.cfg.query_init == "text":
+            return self._text_queries(memory)
+        zeros = vis_feat.new_zeros(*memory.time_mask.shape, self.cfg.d_model)
+        return zeros, zeros
+
+    def _temporal_stage(
+        self,
+        k: int,
+        queries: Tensor,
+        memory: DecoderMemory,
+        context: tuple[Tensor, Tensor] | None,
+        predictions: list[tuple[Tensor, Tensor]],
+    ) -> Tensor:
+        """TDB_k and the temporal heads on its normed output: appends (start/end logits (B, T, 2), actioness logits
+        (B, T)) to `predictions` and returns the queries P_k."""
+        queries, hidden = self.temporal_decoder.stage(k, queries, memory, context)
+        predictions.append((self.sted_head(hidden), self.actioness_head(hidden).squeeze(-1)))
+        return queries
+
+    @staticmethod
+    def _encoder_record(memory: DecoderMemory, frames_cls: Tensor, anchors: Tensor) -> dict[str, Tensor]:
+        """The recorded tensors that are no module's input or output (names of the release's fixtures)."""
+        h, w = memory.grid
+        return {
+            "vis_pos": memory.pos[:, : h * w].unflatten(1, (h, w)),
+            "enc.key_padding_mask": memory.pad,
+            "enc.frames_cls": frames_cls,
+            "enc.videos_cls": frames_cls.mean(dim=1),
+            "dec.init_anchors": anchors,
+            "dec.query_time_embed": memory.time_pos,
+        }
+
+    def _recorder(self) -> Recorder:
+        """Hooks that record the internal tensors the release's fixtures hold (tests/test_model_equivalence.py)."""
+        rec = Recorder()
+        for module, name in (
+            (self.input_proj, "input_proj_out"),
+            (self.motion_proj, "motion_proj_out"),
+            (self.text_resizer, "text_resized"),
+            (self.encoder, "enc.memory"),
+        ):
+            rec.output(module, name)
+        for k, layer in enumerate(self.temporal_decoder.layers):
+            rec.output(layer, f"time.layer{k}.out_prenorm")
+        rec.stack(self.temporal_decoder.norm, "time.hidden_normed")
+        spatial = self.spatial_decoder
+        rec.inputs(spatial.ref_point_head, x="stage{k}.query_sine_full")
+        rec.output(spatial.ref_point_head, "stage{k}.query_pos")
+        for k, layer in enumerate(cast(list[SpatialDecoderLayer], spatial.layers)):
+            rec.inputs(
+                layer,
+                tgt=f"stage{k}.query_in",
+                query_sine=f"stage{k}.query_sine_scaled",
+                context=(f"stage{k}.context_in", f"stage{k}.context_in_pad"),
+            )
+            rec.output(layer, f"stage{k}.query_out")
+            rec.output(layer.self_attn, (f"stage{k}.self_attn_out", None))
+            if layer.context_attn is not None:
+                rec.inputs(layer.context_attn, queries=f"stage{k}.ca2_in")
+                rec.output(layer.context_attn, f"stage{k}.ca2_out")
+        if self.icr is not None:
+            rec.output(self.icr.icg, ("stage{k}.roi_2d", "stage{k}.roi_3d"))
+            names = {
+                "selected": "stage{k}.selected",
+                "context": ("stage{k}.context_out", "stage{k}.context_out_pad"),
+                "spatial_score": "stage{k}.select_score",
+                "temporal_score": "stage{k}.temporal_score",
+            }
+            rec.output(self.icr, tuple(names.get(f) for f in ContextStep._fields))
+        return rec
+
+    def _text_queries(self, memory: DecoderMemory) -> tuple[Tensor, Tensor]:
         """`query_init='text'`: (spatial, temporal) initial queries (B, T, d), the same for every frame of a video,
         from the memory's text tokens mean-pooled over real tokens and real frames."""
-        b, t = time_mask.shape
-        words = memory[:, hw : hw + n_text]  # (BT, L, d): the sentence after attending to each frame
-        keep = (~text_pad).to(memory.dtype)[..., None]
+        b, t = memory.time_mask.shape
+        words, text_pad = memory.text  # (BT, L, d): the sentence after attending to each frame
+        keep = (~text_pad).to(words.dtype)[..., None]
         per_frame = (words * keep).sum(1) / keep.sum(1).clamp(min=1)
-        frames = (~time_mask).to(memory.dtype)[..., None]
+        frames = (~memory.time_mask).to(words.dtype)[..., None]
         sentence = (per_frame.view(b, t, -1) * frames).sum(1) / frames.sum(1)
         tgt_s = self.spatial_query_init(sentence)[:, None].expand(b, t, -1)
         tgt_t = self.temporal_query_init(sentence)[:, None].expand(b, t, -1)
         return tgt_s, tgt_t
 
-    @staticmethod
     def _check_inputs(
+        self,
         vis_feat: Tensor,
         vis_mask: Tensor,
         motion_feat: Tensor,
         text_hidden: Tensor,
         text_mask: Tensor,
         time_mask: Tensor | None,
-    ) -> None:
+    ) -> Tensor:
+        """Raise on inputs of the wrong shape or dtype; return `time_mask` (all False when None)."""
         if vis_feat.dim() != 5:
             raise ValueError(f"CGSTVGHead: vis_feat must be (B, T, C, H', W'), got {tuple(vis_feat.shape)}")
         b, t, _, h, w = vis_feat.shape
@@ -352,3 +348,6 @@ class CGSTVGHead(nn.Module):
                 raise ValueError(f"CGSTVGHead: {name} must be bool (True = padding), got {mask.dtype}")
         if time_mask is not None and bool(time_mask.all(dim=1).any()):
             raise ValueError("CGSTVGHead: a video of the batch has every frame padded (time_mask all True)")
+        if t > self.time_table.shape[0]:
+            raise ValueError(f"CGSTVGHead: {t} frames exceed max_video_len + 1 = {self.time_table.shape[0]}")
+        return torch.zeros(b, t, dtype=torch.bool, device=vis_feat.device) if time_mask is None else time_mask

@@ -10,6 +10,11 @@ One spatial query per frame, anchored by a box. Per layer (post-norm):
    mask here (`spatial_key_padding_mask` switches it on);
 4. ReLU FFN.
 In the decoders the position of text and motion tokens is zero (only appearance tokens carry the 2-D sine).
+
+`SpatialDecoder.stage(k, ...)` runs one decoding stage the way DAB-DETR's decoder runs a layer: the anchor's sine
+embedding gives the query position (`ref_point_head`) and, scaled by the query content (`query_scale`, from the
+second layer on), the positional part of the cross-attention query; after the layer the box head predicts the
+stage's boxes (relative to the anchor with `box_refine='anchor'`).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cgstvg.model.blocks import MLP
+from cgstvg.model.config import CGSTVGConfig
 from cgstvg.model.context_attention import ContextCrossAttention
-from cgstvg.model.heads import MLP
+from cgstvg.model.memory import DecoderMemory
+from cgstvg.model.position_encoding import sine_box_embedding
 
 
 class AnchorCrossAttention(nn.Module):
@@ -102,7 +110,6 @@ class SpatialDecoderLayer(nn.Module):
         memory_pos: Tensor,
         memory_visible: Tensor | None,
         context: tuple[Tensor, Tensor] | None,
-        record: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """
         Args:
@@ -114,7 +121,6 @@ class SpatialDecoderLayer(nn.Module):
             memory: (B*T, S, d) encoder output; memory_pos: (B*T, S, d) decoder position.
             memory_visible: (B*T, S) True = may be attended, or None (release: every token is attended).
             context: optional (tokens (B, S_c, d), pad (B, S_c)) from the previous stage.
-            record: optional dict that receives `self_attn_out`, `ca2_in`, `ca2_out` for tests.
         Returns:
             Q_k (B, T, d).
         """
@@ -123,14 +129,8 @@ class SpatialDecoderLayer(nn.Module):
         k = self.sa_kcontent_proj(tgt) + self.sa_ktime_proj(time_pos) + self.sa_kpos_proj(query_pos)
         attn = self.self_attn(q, k, self.sa_v_proj(tgt), key_padding_mask=time_mask, need_weights=False)[0]
         tgt = self.norm1(tgt + self.dropout1(attn))
-        if record is not None:
-            record["self_attn_out"] = attn
         if context is not None and self.context_attn is not None:
-            if record is not None:
-                record["ca2_in"] = tgt
             tgt = self.context_attn(tgt, *context)
-            if record is not None:
-                record["ca2_out"] = tgt
 
         q_content = self.ca_qcontent_proj(tgt)
         k_content = self.ca_kcontent_proj(memory)
@@ -149,37 +149,72 @@ class SpatialDecoderLayer(nn.Module):
 
 
 class SpatialDecoder(nn.Module):
-    """The stack of SDB layers plus the DAB query helpers.
+    """The stack of SDB layers and their DAB query maths.
 
     `ref_point_head` (MLP 2d -> d -> d) turns the anchor's sine embedding into the query position;
     `query_scale` (MLP d -> d -> d) rescales the (y, x) sine part from the second layer on. Layers >= 1 own a
     context cross-attention block when the model uses context (layer 0 can never receive context).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        heads: int,
-        ffn_dim: int,
-        num_layers: int,
-        dropout: float,
-        context_heads: int,
-        context_ffn_dim: int,
-        uses_context: bool,
-    ):
+    def __init__(self, cfg: CGSTVGConfig):
         super().__init__()
+        d = cfg.d_model
+        self.d_model = d
+        self.refine_anchor = cfg.box_refine == "anchor"
         self.layers = nn.ModuleList(
             SpatialDecoderLayer(
-                d_model,
-                heads,
-                ffn_dim,
-                dropout,
+                d,
+                cfg.heads,
+                cfg.ffn_dim,
+                cfg.dropout,
                 is_first=i == 0,
-                context_attn=ContextCrossAttention(d_model, context_heads, context_ffn_dim, dropout)
-                if uses_context and i > 0
+                context_attn=ContextCrossAttention(d, cfg.context_heads, cfg.context_ffn_dim, cfg.dropout)
+                if cfg.uses_context and i > 0
                 else None,
             )
-            for i in range(num_layers)
+            for i in range(cfg.dec_layers)
         )
-        self.query_scale = MLP(d_model, d_model, d_model, 2)
-        self.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
+        self.query_scale = MLP(d, d, d, 2)
+        self.ref_point_head = MLP(2 * d, d, d, 2)
+
+    def stage(
+        self,
+        k: int,
+        queries: Tensor,
+        anchors: Tensor,
+        memory: DecoderMemory,
+        context: tuple[Tensor, Tensor] | None,
+        box_head: nn.Module,
+    ) -> tuple[Tensor, Tensor]:
+        """SDB_k and its boxes.
+
+        Args:
+            k: the stage (layer) index.
+            queries: (B, T, d) spatial queries Q_{k-1}.
+            anchors: (B, T, 4) detached normalised (cx, cy, w, h) boxes of the previous stage (or the initial ones).
+            memory: the encoder output.
+            context: (tokens (B, S_c, d), pad (B, S_c)) of stage k - 1, or None.
+            box_head: the head's box MLP (d -> 4 logits); it is the head's module, so its state-dict name stays
+                `box_head`.
+        Returns:
+            Q_k (B, T, d) and the stage's boxes (B, T, 4), normalised (cx, cy, w, h).
+        """
+        d = self.d_model
+        sine = sine_box_embedding(anchors, d)  # (B, T, 2d)
+        query_pos = self.ref_point_head(sine)
+        query_sine = sine[..., :d] if k == 0 else sine[..., :d] * self.query_scale(queries)
+        queries = self.layers[k](
+            queries,
+            query_pos,
+            query_sine,
+            memory.time_pos,
+            memory.time_mask,
+            memory.tokens,
+            memory.pos,
+            memory.visible,
+            context,
+        )
+        delta = box_head(queries)
+        if self.refine_anchor:
+            delta = delta + torch.logit(anchors, eps=1e-5)
+        return queries, delta.sigmoid()

@@ -5,6 +5,9 @@ time sine (padded frames masked as keys); cross-attention of each frame query to
 (key = memory + decoder position, value = memory, padded tokens masked); ReLU FFN. With `context_in_temporal`
 (paper Table 7) a context cross-attention block follows the self-attention, as in the spatial blocks. All layers
 share one final LayerNorm, applied to every layer's output before the temporal heads.
+
+`TemporalDecoder.stage(k, ...)` runs layer k and the shared norm; the head applies its start/end and actioness
+heads to the normed output of every stage.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cgstvg.model.config import CGSTVGConfig
 from cgstvg.model.context_attention import ContextCrossAttention
+from cgstvg.model.memory import DecoderMemory
 
 
 class TemporalDecoderLayer(nn.Module):
@@ -69,31 +74,34 @@ class TemporalDecoderLayer(nn.Module):
 
 
 class TemporalDecoder(nn.Module):
-    """The stack of TDB layers and their shared final LayerNorm (the head drives the layers stage by stage)."""
+    """The stack of TDB layers and their shared final LayerNorm."""
 
-    def __init__(
-        self,
-        d_model: int,
-        heads: int,
-        ffn_dim: int,
-        num_layers: int,
-        dropout: float,
-        context_heads: int,
-        context_ffn_dim: int,
-        context_in_temporal: bool,
-    ):
+    def __init__(self, cfg: CGSTVGConfig):
         super().__init__()
+        d = cfg.d_model
         self.layers = nn.ModuleList(
             TemporalDecoderLayer(
-                d_model,
-                heads,
-                ffn_dim,
-                dropout,
+                d,
+                cfg.heads,
+                cfg.ffn_dim,
+                cfg.dropout,
                 # Layer 0 never sees context (none exists before the first stage), so it gets no block.
-                ContextCrossAttention(d_model, context_heads, context_ffn_dim, dropout)
-                if context_in_temporal and i > 0
+                ContextCrossAttention(d, cfg.context_heads, cfg.context_ffn_dim, cfg.dropout)
+                if cfg.context_in_temporal and i > 0
                 else None,
             )
-            for i in range(num_layers)
+            for i in range(cfg.dec_layers)
         )
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = nn.LayerNorm(d)
+
+    def stage(
+        self, k: int, queries: Tensor, memory: DecoderMemory, context: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor]:
+        """TDB_k: temporal queries P_{k-1} (B, T, d) -> (P_k (B, T, d), P_k after the shared norm (B, T, d)).
+
+        context: (tokens (B, S_c, d), pad (B, S_c)) of stage k - 1 with `context_in_temporal`, else None.
+        """
+        queries = self.layers[k](
+            queries, memory.time_pos, memory.time_mask, memory.tokens, memory.key, memory.pad, context
+        )
+        return queries, self.norm(queries)

@@ -1,1 +1,1 @@
-"""Small shared helpers: atomic file output and params loading."""
+"""Small shared helpers: atomic file output, params loading and file hashing."""

@@ -11,16 +11,23 @@ ICR scores every frame and keeps those that pass the filters of `context_mode` /
 C_k is [MLP_a(pooled appearance) ; MLP_m(pooled motion)] of the kept frames. We compute it for every frame and mark
 the dropped ones as padding for the context attention: the same result as the release's index selection, batched
 over videos with different numbers of kept frames.
+
+One call per decoding stage: `InstanceContextRefinement.forward` pools the stage's boxes (its parameter-free ICG),
+scores and selects the frames and builds C_k (`ContextStep`). ICG lives inside ICR because it has no parameters:
+the state-dict names stay the release's mapping (`icr.*`).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, roi_align
 
+from cgstvg.model.blocks import MLP
 from cgstvg.model.config import CGSTVGConfig
-from cgstvg.model.heads import MLP
+from cgstvg.model.memory import DecoderMemory
 from cgstvg.model.targets import GroundingTargets
 
 
@@ -105,8 +112,24 @@ def giou_with_gt(boxes: Tensor, targets: GroundingTargets) -> Tensor:
     return torch.where(targets.segment_mask, giou, torch.zeros_like(giou))
 
 
+class ContextStep(NamedTuple):
+    """What ICG + ICR give one decoding stage.
+
+    conf: (B, T) sigmoid(conf_a) + sigmoid(conf_m) in [0, 2]. selected: (B, T) bool, the frames that give context.
+    context: (tokens (B, 2T, d), pad (B, 2T)) for the next stage (see `InstanceContextRefinement.context`), or None
+    when no frame was selected or it was not asked for. spatial_score, temporal_score: (B, T), what the selection
+    compared with its thresholds (the raw actioness logit as temporal score where no temporal filter applies).
+    """
+
+    conf: Tensor
+    selected: Tensor
+    context: tuple[Tensor, Tensor] | None
+    spatial_score: Tensor
+    temporal_score: Tensor
+
+
 class InstanceContextRefinement(nn.Module):
-    """ICR: frame confidences, the frame filter and the context MLPs.
+    """ICR: frame confidences, the frame filter and the context MLPs, on the features its ICG pools.
 
     Parameters (release names in brackets): `conf_appearance` [conf] and `conf_motion` [conf2] give the spatial
     confidence (2-layer MLPs with head dropout); `context_appearance` [gf_mlp] and `context_motion` [gf_mlp2] map
@@ -117,10 +140,37 @@ class InstanceContextRefinement(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.cfg = cfg
+        self.icg = InstanceContextGeneration(cfg)  # no parameters
         self.conf_appearance = MLP(d, d, 1, 2, cfg.head_dropout, cfg.dropout_on_logits)
         self.conf_motion = MLP(d, d, 1, 2, cfg.head_dropout, cfg.dropout_on_logits)
         self.context_appearance = MLP(d, d, d, 2)
         self.context_motion = MLP(d, d, d, 2)
+
+    def forward(
+        self,
+        memory: DecoderMemory,
+        boxes: Tensor,
+        action_logit: Tensor,
+        targets: GroundingTargets | None,
+        build_context: bool,
+    ) -> ContextStep:
+        """ICG + ICR of one stage.
+
+        Args:
+            memory: the encoder output (ICG pools its appearance and motion tokens).
+            boxes: (B, T, 4) the stage's detached normalised (cx, cy, w, h) boxes.
+            action_logit: (B, T) actioness logits of the temporal query that scores this stage.
+            targets: GT, given only in training (the 'gt_giou' selection).
+            build_context: compute the context tokens (the last stage's have no consumer).
+        """
+        roi_app, roi_mot = self.icg(memory.tokens, memory.grid, boxes)
+        conf_app, conf_mot = self.confidences(roi_app, roi_mot)
+        selected, spatial_score, temporal_score = self.select(
+            conf_app, conf_mot, action_logit, memory.time_mask, boxes, targets
+        )
+        context = self.context(roi_app, roi_mot, selected) if build_context and bool(selected.any()) else None
+        scored = action_logit if temporal_score is None else temporal_score
+        return ContextStep(conf_app + conf_mot, selected, context, spatial_score, scored)
 
     def confidences(self, roi_app: Tensor, roi_mot: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, d) x 2 -> sigmoid confidences (B, T) x 2 of the appearance and motion RoI features."""

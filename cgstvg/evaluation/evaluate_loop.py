@@ -1,9 +1,10 @@
-"""Evaluation: predicted tubes for a split under a test protocol, scored with `cgstvg.metrics.STVGMetrics`.
+"""Evaluation: predicted tubes for a split under a test protocol, scored with `metrics.STVGMetrics`.
 
 Per batch of the evaluation loader, the model runs once per pass ("two_pass", the release: the frames `[k::2]` of
-the 2x dense sampling, each pass with its own cached motion features; "single_pass": all sampled frames once). Each
-pass is post-processed (`cgstvg.model.postprocess`: segment = best start < end pair, boxes in original pixels) and
-the passes of a video are merged by `cgstvg.evaluation.protocol.merge_passes` (boxes pooled and linearly
+the 2x dense sampling, each pass with its own cached motion features; "single_pass": all sampled frames once),
+driven by `cgstvg.evaluation.protocol.predict_passes`, the code that also drives `cgstvg ground`. Each pass is
+post-processed (`protocol.pass_predictions`: segment = best start < end pair, boxes in original pixels, clamped at
+0 as the release) and the passes of a video are merged by `protocol.merge_passes` (boxes pooled and linearly
 interpolated to every original frame, segment = [min start, max end)).
 
 Ground truth comes from the normalized table (every frame of the tube has a box there; the shards keep only the
@@ -15,19 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Iterable, Iterator, Mapping
-from typing import cast
 
 import numpy as np
 import torch
 
-from cgstvg.engine.baselines import BASELINES, baseline_prediction, mean_relative_size
+from cgstvg.data.collate import padding_mask
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import DistEnv, all_gather_objects
-from cgstvg.evaluation.protocol import PROTOCOLS, PassPrediction, TubePrediction, merge_passes
-from cgstvg.metrics import OnMissing, STVGMetrics, score_video
-from cgstvg.metrics import Protocol as MetricProtocol
-from cgstvg.model.postprocess import post_process
+from cgstvg.evaluation.baselines import BASELINES, baseline_prediction, mean_relative_size
+from cgstvg.evaluation.metrics import MetricProtocol, OnMissing, STVGMetrics, score_video
+from cgstvg.evaluation.protocol import (
+    TEST_PROTOCOLS,
+    PassPrediction,
+    TubePrediction,
+    pass_predictions,
+    predict_passes,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,44 +66,40 @@ def _pad_ids(ids: list[torch.Tensor], t: int) -> torch.Tensor:
     return out
 
 
+def _predict_pass(model: BatchModel, batch: dict, autocast, k: int, num_passes: int) -> list[PassPrediction]:
+    """Pass k of `num_passes` on an evaluation batch, post-processed into one PassPrediction per video."""
+    with autocast:
+        out = model(batch, pass_index=k, num_passes=num_passes)
+    targets = batch["targets"]
+    time_mask = padding_mask(batch["time_mask"][:, k::num_passes])
+    ids = _pad_ids([t["frame_ids"][k::num_passes] for t in targets], time_mask.shape[1])
+    orig = torch.stack([t["orig_size"] for t in targets])
+    # Boxes clamped at 0 only, as the release's evaluation (cgstvg.model.postprocess.post_process).
+    return pass_predictions(out.pred_sted, out.pred_boxes, ids, orig, time_mask, clip_to_frame=False)[0]
+
+
 @torch.inference_mode()
 def predict(
     model: BatchModel, batches: Iterable[dict], protocol: str, device: torch.device, amp: bool = False
 ) -> Iterator[tuple[dict, TubePrediction]]:
     """(target dict, merged tube) for every sample of `batches` (the evaluation loader's batches)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"evaluate.protocol must be one of {tuple(PROTOCOLS)}, got {protocol!r}")
+    if protocol not in TEST_PROTOCOLS:
+        raise ValueError(f"evaluate.protocol must be one of {tuple(TEST_PROTOCOLS)}, got {protocol!r}")
     model.eval()
     use_amp = amp and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     for batch in batches:
         targets = batch["targets"]
-        passes = PROTOCOLS[protocol]
+        passes = TEST_PROTOCOLS[protocol]
         if passes > 1 and any(int(t["eval_passes"]) != passes for t in targets):
             found = sorted({int(t["eval_passes"]) for t in targets})
             raise ValueError(
                 f"protocol {protocol!r} needs splits sampled for {passes} passes; samples "
                 f"{[t['sample_id'] for t in targets][:3]} were sharded for {found} (shard.sampling)"
             )
-        per_sample: list[list[PassPrediction]] = [[] for _ in targets]
-        orig = torch.stack([t["orig_size"] for t in targets])
-        for k in range(passes):
-            with autocast:
-                out = model(batch, pass_index=k, num_passes=passes)
-            real = batch["time_mask"][:, k::passes]
-            ids = _pad_ids([t["frame_ids"][k::passes] for t in targets], real.shape[1])
-            tube = post_process(out.pred_sted.float().cpu(), out.pred_boxes.float().cpu(), ids, orig, ~real)
-            for i, _t in enumerate(targets):
-                n = int(real[i].sum())
-                per_sample[i].append(
-                    PassPrediction(
-                        frame_ids=ids[i, :n],
-                        boxes=tube.boxes_xyxy[i, :n],
-                        segment=cast(tuple[int, int], tuple(int(v) for v in tube.sted_frame_ids[i])),
-                    )
-                )
-        for t, passes_i in zip(targets, per_sample):
-            yield t, merge_passes(passes_i)
+        num_frames = [int(n) for n in batch["time_mask"].sum(dim=1)]
+        run_pass = functools.partial(_predict_pass, model, batch, autocast)
+        yield from zip(targets, predict_passes(num_frames, run_pass, protocol))
 
 
 def _row(sample: dict, gt: GroundTruth, seg: tuple[int, int], frames: np.ndarray, boxes: np.ndarray) -> dict:
@@ -173,7 +175,7 @@ def evaluate_baselines(
     on_missing: OnMissing,
     per_qtype: bool,
 ) -> dict[str, dict[str, float]]:
-    """Metrics of each trivial baseline (`cgstvg.engine.baselines`); the box size is the training mean."""
+    """Metrics of each trivial baseline (`cgstvg.evaluation.baselines`); the box size is the training mean."""
     train_gt = list(train_gt)
     rel = mean_relative_size(
         [g.boxes for g in train_gt], [g.size_wh[0] for g in train_gt], [g.size_wh[1] for g in train_gt]

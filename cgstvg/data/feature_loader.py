@@ -26,10 +26,10 @@ import webdataset as wds
 
 from cgstvg.data.augment import TrainAugment, hflip, temporal_crop
 from cgstvg.data.collate import collate_clips
+from cgstvg.data.feature_arrays import load_npy
 
 # The shard order must be exactly ShardLoader's, so the feature loader uses its seed mix.
-from cgstvg.data.shard_reader import ShardLoader, clip_from_sample, stream_seed
-from cgstvg.engine.features import load_npy
+from cgstvg.data.shard_reader import ShardLoader, clip_from_sample, iter_shard_samples, stream_seed
 
 FRAME_ALIGNED = ("motion", "appearance")
 
@@ -130,9 +130,7 @@ class FeatureShardLoader(ShardLoader):
         for item in src:
             url = item["url"]
             feature_url = str(self.feature_dir / Path(url).name)
-            frames = wds.tarfile_to_samples()(iter([{"url": url}]))
-            feats = wds.tarfile_to_samples()(iter([{"url": feature_url}]))
-            for a, b in zip(frames, feats, strict=True):
+            for a, b in zip(iter_shard_samples(url), iter_shard_samples(feature_url), strict=True):
                 if a["__key__"] != b["__key__"]:
                     raise ValueError(
                         f"{url} and {feature_url}: sample {a['__key__']!r} meets {b['__key__']!r}; "

@@ -6,7 +6,7 @@ Conventions (those of the normalized schema and the release's post-processor):
   `[frame_ids[s], frame_ids[e] + 1]`), and predicted boxes are given at `pred_frames` (sorted original frame ids);
 - boxes are xyxy in original pixels; IoU uses no "+1" (a box [x1, x2] is x2 - x1 pixels wide).
 
-Two protocols:
+Two metric protocols (`METRIC_PROTOCOLS`, params `evaluate.metric_protocol`):
 - ``"release"`` reproduces the authors' evaluators (HC-STVG and VidSTG, identical formulas) exactly, quirks
   included: the inclusive GT end is used as if it were exclusive, so the GT length counts one frame short
   (tIoU = I / ((ge - gs) + (pe - ps) - I), I = min(ge, pe) - max(gs, ps)) and the last GT frame never lies in the
@@ -36,9 +36,10 @@ from torchmetrics.utilities import dim_zero_cat
 
 from cgstvg.data.schema import QTYPES
 
-Protocol = Literal["release", "strict"]
+MetricProtocol = Literal["release", "strict"]
 OnMissing = Literal["skip", "raise"]
-PROTOCOLS = ("release", "strict")
+# How a prediction is scored (`evaluate.metric_protocol`); not the test protocols of cgstvg.evaluation.protocol.
+METRIC_PROTOCOLS = ("release", "strict")
 ON_MISSING = ("skip", "raise")
 # What the authors' evaluator of each dataset does with a GT frame that has no predicted box.
 RELEASE_ON_MISSING: dict[str, OnMissing] = {"hcstvg_v1": "skip", "hcstvg_v2": "skip", "vidstg": "raise"}
@@ -69,14 +70,14 @@ def _check(value: str, allowed: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def _gt_end_exclusive(gt_segment, protocol: Protocol) -> tuple[int, int]:
+def _gt_end_exclusive(gt_segment, protocol: MetricProtocol) -> tuple[int, int]:
     """(gs, end) where `end` is what the formulas use as the exclusive GT end under `protocol`."""
-    _check(protocol, PROTOCOLS, "protocol")
+    _check(protocol, METRIC_PROTOCOLS, "protocol")
     gs, ge = int(gt_segment[0]), int(gt_segment[1])
     return gs, ge + 1 if protocol == "strict" else ge
 
 
-def tiou(gt_segment, pred_segment, *, protocol: Protocol = "release") -> float:
+def tiou(gt_segment, pred_segment, *, protocol: MetricProtocol = "release") -> float:
     """Temporal IoU of an inclusive GT segment (gs, ge) and an end-exclusive predicted segment (ps, pe)."""
     gs, ge = _gt_end_exclusive(gt_segment, protocol)
     ps, pe = int(pred_segment[0]), int(pred_segment[1])
@@ -116,7 +117,7 @@ def score_video(
     pred_frames,
     pred_boxes,
     *,
-    protocol: Protocol = "release",
+    protocol: MetricProtocol = "release",
     on_missing: OnMissing = "skip",
     sample_id: str | int | None = None,
 ) -> VideoScores:
@@ -178,7 +179,7 @@ def viou(
     pred_frames,
     pred_boxes,
     *,
-    protocol: Protocol = "release",
+    protocol: MetricProtocol = "release",
     on_missing: OnMissing = "skip",
 ) -> float:
     """vIoU of one video; arguments as in `score_video`."""
@@ -222,14 +223,14 @@ class STVGMetrics(Metric):
     def __init__(
         self,
         *,
-        protocol: Protocol = "release",
+        protocol: MetricProtocol = "release",
         on_missing: OnMissing = "skip",
         per_qtype: bool = False,
         iou_thresholds: tuple[float, ...] = IOU_THRESHOLDS,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        _check(protocol, PROTOCOLS, "protocol")
+        _check(protocol, METRIC_PROTOCOLS, "protocol")
         _check(on_missing, ON_MISSING, "on_missing")
         self.protocol = protocol
         self.on_missing = on_missing
@@ -318,7 +319,7 @@ class STVGMetrics(Metric):
 __all__ = [
     "IOU_THRESHOLDS",
     "ON_MISSING",
-    "PROTOCOLS",
+    "METRIC_PROTOCOLS",
     "RELEASE_ON_MISSING",
     "MissingPredictionError",
     "STVGMetrics",
