@@ -3,9 +3,15 @@
     python -m pipeline.pretrain_motion --out outputs/pretrain_motion [--params params.yaml]
 
 Reads `synthesize` (the scene generator), `model.backbones.motion` (the Video Swin to train), `model.init.motion`
-and `pretrain_motion`. Trains the Video Swin with a linear classifier to name the action (or none) that the one
-object of a synthetic clip performs in a window of frames (`cgstvg.data.synthetic.action_windows`: the
-generator's own `pretrain_motion` clips, never an STVG clip), then writes (atomically):
+and `pretrain_motion`. Two phases, both on the generator's own `pretrain_motion` clips (never an STVG clip;
+`cgstvg.data.synthetic.action_windows`):
+1. clip level (the Kinetics-400 analogue): a linear classifier names the action (or none) that the one object
+   of a clip performs in a window of frames;
+2. `pretrain_motion.objects` (as action-detection models are fine-tuned from Kinetics, AVA-style): in the STVG
+   generator's multi-object scenes, a linear classifier on the features RoIAlign-pooled inside each object's box
+   names what that object does in each frame. Phase 1 alone leaves the per-frame features at the target's box
+   nearly uninformative about its action (README "pretrain_motion"). `objects: {steps: 0}` skips it.
+Then it writes (atomically):
 - `<out>/swin_k400.pth`: the backbone in the Kinetics-400 (mmaction) layout, `{"state_dict": ...}`, which
   `extract` loads through the same converter as a downloaded Kinetics Video Swin (`model.init.motion`);
 - `<out>/curve.csv`: step, loss, learning rate and the held-out accuracy every `eval_every` steps;
@@ -27,7 +33,7 @@ from pathlib import Path
 import torch
 
 from cgstvg.data.synthetic import SynthesizeConfig
-from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, action_windows
+from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, action_windows, object_action_windows
 from cgstvg.engine.pretrain_motion import MotionPretrainSettings, pretrain_motion
 from cgstvg.model.backbone_weights import to_kinetics_swin_state_dict
 from cgstvg.model.motion import build_motion
@@ -35,7 +41,8 @@ from cgstvg.utils.atomic import atomic_path, write_json
 from cgstvg.utils.params import load_params, section
 
 OUTPUT_NAME = "swin_k400.pth"
-DATA_KEYS = ("train_clips", "val_clips", "window", "threads")
+DATA_KEYS = ("train_clips", "val_clips", "window", "threads", "objects")
+CURVE_COLUMNS = ["phase", "step", "loss", "lr", "seconds", "val_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,6 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
         return summary
 
     settings = MotionPretrainSettings.from_params({k: v for k, v in cfg.items() if k not in DATA_KEYS}, where)
+    objects_cfg = dict(cfg.get("objects") or {"steps": 0})
+    objects_data = {k: objects_cfg.pop(k) for k in ("train_clips", "val_clips", "window") if k in objects_cfg}
+    objects_settings = MotionPretrainSettings.from_params(objects_cfg, f"{where}.objects")
     torch.set_num_threads(int(cfg.get("threads", 2)))
     scene = SynthesizeConfig.from_params(section(params, "synthesize", args.params), str(args.params)).scene
     start = time.perf_counter()
@@ -70,21 +80,22 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(settings.seed)
     backbone = build_motion(model_params["backbones"]["motion"], f"{args.params}:model.backbones.motion")
 
-    def log(row: dict) -> None:
-        if "val_accuracy" in row:
-            print(
-                f"pretrain_motion: step {row['step']}/{settings.steps} loss {row['loss']:.3f} "
-                f"held-out accuracy {row['val_accuracy']:.3f} {row['seconds']:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+    def logger(phase: str, steps: int):
+        def log(row: dict) -> None:
+            if "val_accuracy" in row:
+                print(
+                    f"pretrain_motion ({phase}): step {row['step']}/{steps} loss {row['loss']:.3f} "
+                    f"held-out accuracy {row['val_accuracy']:.3f} {row['seconds']:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
-    rows = pretrain_motion(backbone, train_pool, val_pool, settings, log=log)
-    state = to_kinetics_swin_state_dict({k: v.detach().contiguous() for k, v in backbone.state_dict().items()})
-    text = io.StringIO()
-    writer = csv.DictWriter(text, ["step", "loss", "lr", "seconds", "val_accuracy"], extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
+        return log
+
+    rows = [
+        {"phase": "clip", **r}
+        for r in pretrain_motion(backbone, train_pool, val_pool, settings, logger("clip", settings.steps))
+    ]
     summary = {
         "trained": True,
         "steps": settings.steps,
@@ -93,17 +104,54 @@ def main(argv: list[str] | None = None) -> dict:
         "window": window,
         "classes": list(ACTION_CLASSES),
         "chance_accuracy": round(max(counts.values()) / len(train_pool), 4),
-        "val_accuracy": [r for r in rows if "val_accuracy" in r][-1]["val_accuracy"],
-        "seconds": round(time.perf_counter() - start, 1),
+        "val_accuracy": rows[-1]["val_accuracy"],
     }
+    if objects_settings.steps > 0:
+        del train_pool, val_pool  # the frames of both phases need not be held at once
+        obj_window = int(objects_data.get("window", window))
+        obj_train = object_action_windows(
+            objects_settings.seed, "train", int(objects_data.get("train_clips", cfg["train_clips"])), obj_window, scene
+        )
+        obj_val = object_action_windows(
+            objects_settings.seed, "val", int(objects_data.get("val_clips", cfg["val_clips"])), obj_window, scene
+        )
+        present = obj_train.labels[obj_train.labels >= 0]
+        print(
+            f"pretrain_motion (objects): {len(obj_train)} windows of {obj_window} frames, "
+            f"{len(present)} object-frames, {int((present > 0).sum())} acting"
+        )
+        obj_rows = pretrain_motion(
+            backbone, obj_train, obj_val, objects_settings, logger("objects", objects_settings.steps)
+        )
+        rows += [{"phase": "objects", **r} for r in obj_rows]
+        summary["objects"] = {
+            "steps": objects_settings.steps,
+            "train_windows": len(obj_train),
+            "window": obj_window,
+            "chance_accuracy": round(float((present == 0).mean()), 4),
+            "val_accuracy": obj_rows[-1]["val_accuracy"],
+        }
+    state = to_kinetics_swin_state_dict({k: v.detach().contiguous() for k, v in backbone.state_dict().items()})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, CURVE_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    summary["seconds"] = round(time.perf_counter() - start, 1)
     with atomic_path(args.out, is_dir=True) as tmp:
         with open(tmp / OUTPUT_NAME, "wb") as f:  # a file object: the same weights give the same bytes
             torch.save({"state_dict": state}, f)
         (tmp / "curve.csv").write_text(text.getvalue())
         write_json(tmp / "summary.json", summary)
+    objects = summary.get("objects")
+    then = (
+        f"; objects: {objects['steps']} steps, held-out accuracy {objects['val_accuracy']:.3f} "
+        f"(majority class {objects['chance_accuracy']:.3f})"
+        if objects
+        else ""
+    )
     print(
         f"pretrain_motion: {settings.steps} steps, held-out accuracy {summary['val_accuracy']:.3f} "
-        f"(majority class {summary['chance_accuracy']:.3f}); wrote {args.out / OUTPUT_NAME}"
+        f"(majority class {summary['chance_accuracy']:.3f}){then}; wrote {args.out / OUTPUT_NAME}"
     )
     return summary
 

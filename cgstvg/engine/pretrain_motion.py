@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torchvision.ops import roi_align
 
 from cgstvg.data.collate import normalize_frames
-from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, ActionWindows
+from cgstvg.data.synthetic.action_windows import ACTION_CLASSES, ActionWindows, ObjectActionWindows
 from cgstvg.engine.pretrain_common import numeric_settings, warmup_cosine
 from cgstvg.model.motion import VideoSwinBackbone
 
@@ -63,34 +64,85 @@ class ActionClassifier(nn.Module):
         return self.fc(feats.unflatten(0, (b, t)).amax(dim=(3, 4)).mean(dim=1))
 
 
-def _batch(pool: ActionWindows, ids: np.ndarray) -> tuple[Tensor, Tensor]:
+class ObjectActionClassifier(nn.Module):
+    """The motion backbone, RoIAlign-pooled inside every object's box in every frame, and a linear layer over
+    `ACTION_CLASSES`: what each object does at each moment, from the features at its place and time.
+
+    This is the cue that grounding needs from the frozen motion features (ICG pools them inside the predicted
+    box, and the decoders read them per frame and cell); a clip-level label trains it only indirectly.
+    """
+
+    def __init__(self, backbone: VideoSwinBackbone, output_size: int = 2):
+        super().__init__()
+        self.backbone = backbone
+        self.output_size = output_size
+        self.fc = nn.Linear(backbone.out_channels, len(ACTION_CLASSES))
+
+    def forward(self, windows: Tensor, boxes: Tensor) -> Tensor:
+        """windows (B, T, 3, H, W) normalised, boxes (B, O, T, 4) normalised xyxy -> logits (B, O, T, classes)."""
+        b, t = windows.shape[:2]
+        o = boxes.shape[1]
+        feats = self.backbone(windows.flatten(0, 1), num_frames=t)  # (B*T, C, h, w)
+        h, w = feats.shape[-2:]
+        per_frame = boxes.permute(0, 2, 1, 3).reshape(b * t, o, 4) * boxes.new_tensor([w, h, w, h])
+        frame_index = torch.arange(b * t, dtype=boxes.dtype, device=boxes.device).repeat_interleave(o)
+        rois = torch.cat([frame_index[:, None], per_frame.reshape(-1, 4)], dim=1)
+        pooled = roi_align(feats, rois, self.output_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        logits = self.fc(pooled.mean(dim=(2, 3)))  # (B*T*O, classes)
+        return logits.view(b, t, o, -1).transpose(1, 2)
+
+
+def _frames(pool: ActionWindows | ObjectActionWindows, ids: np.ndarray) -> Tensor:
     frames = torch.from_numpy(pool.frames[ids]).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W) uint8
-    return normalize_frames(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]), torch.from_numpy(pool.labels[ids])
+    return normalize_frames(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+
+
+def _logits_and_labels(
+    model: ActionClassifier | ObjectActionClassifier, pool: ActionWindows | ObjectActionWindows, ids: np.ndarray
+) -> tuple[Tensor, Tensor]:
+    """Logits and labels of the samples `ids`, flattened to (N, classes) and (N,); absent objects dropped."""
+    windows = _frames(pool, ids)
+    labels = torch.from_numpy(pool.labels[ids])
+    if isinstance(pool, ObjectActionWindows):
+        logits = model(windows, torch.from_numpy(pool.boxes[ids]))
+        present = labels >= 0
+        return logits[present], labels[present]
+    return model(windows), labels
+
+
+def build_classifier(backbone: VideoSwinBackbone, pool: ActionWindows | ObjectActionWindows) -> nn.Module:
+    """The classifier that fits the pool: clip-level for `ActionWindows`, per object and frame otherwise."""
+    return ObjectActionClassifier(backbone) if isinstance(pool, ObjectActionWindows) else ActionClassifier(backbone)
 
 
 @torch.no_grad()
-def heldout_accuracy(model: ActionClassifier, pool: ActionWindows, batch: int = 32) -> float:
+def heldout_accuracy(model: nn.Module, pool: ActionWindows | ObjectActionWindows, batch: int = 32) -> float:
+    """Share of held-out samples (windows, or object-frames) whose class is predicted."""
     was = model.training
     model.eval()
-    right = 0
+    right = total = 0
     for start in range(0, len(pool), batch):
-        windows, labels = _batch(pool, np.arange(start, min(start + batch, len(pool))))
-        right += int((model(windows).argmax(-1) == labels).sum())
+        logits, labels = _logits_and_labels(model, pool, np.arange(start, min(start + batch, len(pool))))
+        right += int((logits.argmax(-1) == labels).sum())
+        total += len(labels)
     model.train(was)
-    return right / len(pool)
+    return right / total
 
 
 def pretrain_motion(
     backbone: VideoSwinBackbone,
-    train_pool: ActionWindows,
-    val_pool: ActionWindows,
+    train_pool: ActionWindows | ObjectActionWindows,
+    val_pool: ActionWindows | ObjectActionWindows,
     settings: MotionPretrainSettings,
     log: Callable[[dict], None] = lambda row: None,
 ) -> list[dict]:
-    """Train `backbone` (in place) as an action classifier; returns the curve rows (held-out accuracy at evals)."""
+    """Train `backbone` (in place) as an action classifier; returns the curve rows (held-out accuracy at evals).
+
+    `ActionWindows` train it on clip-level labels, `ObjectActionWindows` on every object's per-frame action.
+    """
     backbone.requires_grad_(True)
     torch.manual_seed(settings.seed)
-    model = ActionClassifier(backbone)
+    model = build_classifier(backbone, train_pool)
     # Motion is told apart by where attention looks in the previous and next frames, which only the relative
     # position bias says; initialised at std 0.02, it needs entries of several units to single out an offset,
     # which Adam at the weights' rate (a step of ~lr per update) does not reach in a few thousand steps: at 1e-3
@@ -108,8 +160,10 @@ def pretrain_motion(
     rows, started = [], time.perf_counter()
     model.train()
     for step in range(1, settings.steps + 1):
-        windows, labels = _batch(train_pool, rng.choice(len(train_pool), settings.batch, replace=False))
-        loss = criterion(model(windows), labels)
+        logits, labels = _logits_and_labels(
+            model, train_pool, rng.choice(len(train_pool), settings.batch, replace=False)
+        )
+        loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
