@@ -12,10 +12,10 @@ fine; a stage that needs a key raises its own error naming the section). Ints ar
 reads `1e-4` without a dot as a string, while DVC (YAML 1.2, and what `dvc exp run -S lr=1e-5` writes) reads it as a
 number; float keys take such strings and `validate_params` returns them as floats.
 
-The schema imports nothing from the rest of the package (every stage's dvc.yaml deps cover `cgstvg/utils` only);
-the names of the allowed choices repeat the code's constants, and tests/test_params_schema.py checks that they
-agree, and that every key of the shipped params.yaml is here and every key here is in it (except `extras`:
-keys the code accepts that the shipped file does not set, e.g. the ResNet appearance options).
+The schema imports nothing from the rest of the package (every stage's dvc.yaml deps list `cgstvg/utils`, not the
+modules the choices come from), so the allowed choices repeat the code's constants; tests/test_params_schema.py
+checks that they agree, and that every key of the shipped params.yaml is here and every key here is in it (except
+`extras`: keys the code accepts that the shipped file does not set, e.g. the ResNet appearance options).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def _unknown(key: Any, known: list[str], noun: str) -> str:
 class Section(Spec):
     """A mapping with fixed keys. `extras`: keys the code accepts that the shipped params.yaml does not set.
     `complete=False`: the shipped file sets only some keys (the drift test does not ask for the others).
-    `check(mapping, path) -> problems`: a rule across keys (run when the keys themselves are fine)."""
+    `rule(mapping, path) -> problems`: a check across keys (run when the keys themselves are fine)."""
 
     fields: dict[str, Spec]
     extras: dict[str, Spec] = field(default_factory=dict)
