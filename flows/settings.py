@@ -47,10 +47,11 @@ def _positive_int(value: Any, where: str) -> int:
 
 
 def load_flow_settings(repo: str | os.PathLike) -> FlowSettings:
-    """Read and check `flows` from `<repo>/params.yaml`; every error names the file and the key."""
+    """Read and check `flows` from `<repo>/params.yaml`; every error names the file and the key (`load_params`
+    checks types and ranges against the schema first, cgstvg.utils.params_schema)."""
     path = Path(repo) / "params.yaml"
     raw = section(load_params(path), "flows", path)
-    where = f"{path}: flows"
+    where = f"{path}:flows"
     unknown = set(raw) - {f.name for f in dataclasses.fields(FlowSettings)}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}")

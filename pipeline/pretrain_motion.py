@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
     settings = MotionPretrainSettings.from_params({k: v for k, v in cfg.items() if k not in DATA_KEYS}, where)
     objects_cfg = dict(cfg.get("objects") or {"steps": 0})
     objects_data = {k: objects_cfg.pop(k) for k in ("train_clips", "val_clips", "window") if k in objects_cfg}
-    objects_settings = MotionPretrainSettings.from_params(objects_cfg, f"{where}.objects")
+    # `objects: {steps: 0}` (or no `objects`) skips phase 2; MotionPretrainSettings itself needs steps >= 1
+    skip_objects = objects_cfg.get("steps") == 0
+    objects_settings = None if skip_objects else MotionPretrainSettings.from_params(objects_cfg, f"{where}.objects")
     torch.set_num_threads(int(cfg.get("threads", 2)))
     scene = SynthesizeConfig.from_params(section(params, "synthesize", args.params), str(args.params)).scene
     start = time.perf_counter()
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "chance_accuracy": round(max(counts.values()) / len(train_pool), 4),
         "val_accuracy": rows[-1]["val_accuracy"],
     }
-    if objects_settings.steps > 0:
+    if objects_settings is not None:
         del train_pool, val_pool  # the frames of both phases need not be held at once
         obj_window = int(objects_data.get("window", window))
         obj_train = object_action_windows(

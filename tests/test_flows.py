@@ -314,7 +314,7 @@ def test_torchrun_argv_keeps_the_stage_command():
 
 def test_flow_settings_errors_name_the_file_and_key(tmp_path):
     (tmp_path / "params.yaml").write_text("flows:\n  task_runner: ray\n")
-    with pytest.raises(ValueError, match=r"params.yaml: flows.task_runner"):
+    with pytest.raises(ValueError, match=r"params.yaml:flows.task_runner"):
         load_flow_settings(tmp_path)
     (tmp_path / "params.yaml").write_text("flows:\n  torchrun: {nproc_per_node: 0}\n")
     with pytest.raises(ValueError, match=r"flows.torchrun.nproc_per_node"):

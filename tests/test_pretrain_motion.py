@@ -91,6 +91,18 @@ def test_stage_trains_and_writes_a_checkpoint_extract_can_load(tmp_path):
     assert load_kinetics_init(build_motion(MOTION), out / "swin_k400.pth") > 0
 
 
+@pytest.mark.parametrize("objects", [{"steps": 0}, None], ids=["steps-0", "no-objects"])
+def test_objects_steps_0_skips_phase_2(tmp_path, objects):
+    """params.yaml documents `objects: {steps: 0}` as skipping the phase (and no `objects` means no phase 2)."""
+    out = tmp_path / "pretrain_motion"
+    params = _params(str(out / "swin_k400.pth"))
+    params["pretrain_motion"]["objects"] = objects
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    summary = stage.main(["--out", str(out), "--params", str(tmp_path / "params.yaml")])
+    assert summary["trained"] and "objects" not in summary
+    assert [row.split(",")[0] for row in (out / "curve.csv").read_text().splitlines()[1:]] == ["clip"] * 3
+
+
 def test_stage_trains_nothing_when_init_points_elsewhere(tmp_path):
     out = tmp_path / "pretrain_motion"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(None)))

@@ -52,6 +52,7 @@ from cgstvg.model.cgstvg import CGSTVG, build_cgstvg
 from cgstvg.model.convert import convert_official_state_dict
 from cgstvg.utils.atomic import atomic_path
 from cgstvg.utils.hashing import sha256_file
+from cgstvg.utils.params_schema import ParamsError, validate_params
 
 CHECKPOINT_FORMAT = "cgstvg-grounding/1"
 SAFETENSORS_PARAMS_KEY = "cgstvg_params"
@@ -151,6 +152,10 @@ def load_params_file(path: str | os.PathLike, dataset: str | None = None) -> Gro
     except (OSError, yaml.YAMLError) as exc:
         raise CheckpointError(f"{path}: cannot read the params file ({type(exc).__name__}: {exc})") from None
     if isinstance(params, dict) and "shard" in params:
+        try:
+            params = validate_params(params, path)  # a whole params.yaml: checked as the stages check it
+        except ParamsError as exc:
+            raise CheckpointError(str(exc)) from None
         return GroundingParams.from_params_yaml(params, dataset, where=str(path))
     return GroundingParams.from_dict(params, str(path))
 

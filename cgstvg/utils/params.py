@@ -8,13 +8,20 @@ from typing import Any
 
 import yaml
 
+from cgstvg.utils.params_schema import ParamsError, validate_params
+
 
 def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
+    """The params file, checked against `cgstvg.utils.params_schema.SCHEMA`.
+
+    Unknown sections and keys, wrong types and out-of-range values raise one `ParamsError` (a ValueError) that
+    names the file and the dotted key of each problem; missing keys are left to the code that reads them.
+    """
     with open(path) as f:
         params = yaml.safe_load(f)
     if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
-    return params
+        raise ParamsError([f"{path}: expected a mapping at the top level, got {type(params).__name__}"])
+    return validate_params(params, path)
 
 
 def section(params: dict[str, Any], name: str, path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
