@@ -41,6 +41,7 @@ from cgstvg.evaluation.evaluate_loop import GroundTruth, evaluate_baselines, eva
 from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
 from cgstvg.inference.checkpoint import load_grounding_model
 from cgstvg.utils.atomic import write_json, write_parquet
+from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
 from cgstvg.visualize import per_sample_plot_data, render_prediction
 
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
                     f"vIoU@0.3 {b['vIoU@0.3']:.4f} vIoU@0.5 {b['vIoU@0.5']:.4f}"
                 )
         return metrics
+    except IntegrityError as err:  # a shard or feature shard that does not verify: one line naming it
+        raise SystemExit(f"evaluate: {err}") from err
     finally:
         shutdown_distributed()
 
