@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cgstvg.data.feature_loader import FeatureShardLoader
-from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples
+from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples, verified_manifest
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
 from cgstvg.engine.frozen_backbones import cached_features, input_mode
@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(int(cfg.get("threads", 2)))
     env = init_distributed(str(cfg.get("device", "auto")))
     try:
+        table = args.normalized / dataset / f"{split}.parquet"
+        gt = read_ground_truth(table)
+        # every sample of the split is scored or a known reject: shards missing samples fail instead of scoring fewer
+        verified_manifest(args.shards / dataset / split, table)
         grounding = load_grounding_model(args.model, device=env.device)
         model = BatchModel(grounding.model)
         names = cached_features(input_mode(params, args.params))
@@ -164,7 +168,6 @@ def main(argv: list[str] | None = None) -> dict:
             batch_size=int(cfg["batch_size"]),
             train=False,
         )
-        gt = read_ground_truth(args.normalized / dataset / f"{split}.parquet")
         options = {
             "metric_protocol": cfg["metric_protocol"],
             "on_missing": RELEASE_ON_MISSING[dataset],

@@ -264,6 +264,16 @@ def test_extract_and_train_stop_on_a_shard_missing_from_the_manifest(work):
         run_stage("extract", work, work / "params.yaml")
 
 
+def test_evaluate_stops_on_shards_missing_samples_of_its_table(work):
+    shards = work / "out/shard/hcstvg_v1/test"
+    last = sorted(shards.glob("shard-*.tar"))[-1]
+    last.unlink()
+    (shards / last.name.replace(".tar", ".done.json")).unlink()
+    _edit_json(shards / "manifest.json", _drop_last_shard)  # consistent: it would score the other samples only
+    with pytest.raises(SystemExit, match=r"out/shard/hcstvg_v1/test/manifest.json: \d+ of the 4 rows"):
+        run_stage("evaluate", work, work / "params.yaml")  # before the model is even loaded (none is trained here)
+
+
 def _flip_motion_payload(tar_path):
     """Flip 8 bytes inside the first `motion.npy` payload of a feature shard; returns the member's name."""
     with tarfile.open(tar_path) as tar:
