@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cgstvg.data.feature_loader import FeatureShardLoader
-from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples
+from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples, verified_manifest
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
 from cgstvg.engine.frozen_backbones import cached_features, input_mode
@@ -41,6 +41,7 @@ from cgstvg.evaluation.evaluate_loop import GroundTruth, evaluate_baselines, eva
 from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
 from cgstvg.inference.checkpoint import load_grounding_model
 from cgstvg.utils.atomic import write_json, write_parquet
+from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
 from cgstvg.visualize import per_sample_plot_data, render_prediction
 
@@ -153,6 +154,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(int(cfg.get("threads", 2)))
     env = init_distributed(str(cfg.get("device", "auto")))
     try:
+        table = args.normalized / dataset / f"{split}.parquet"
+        gt = read_ground_truth(table)
+        # every sample of the split is scored or a known reject: shards missing samples fail instead of scoring fewer
+        verified_manifest(args.shards / dataset / split, table)
         grounding = load_grounding_model(args.model, device=env.device)
         model = BatchModel(grounding.model)
         names = cached_features(input_mode(params, args.params))
@@ -163,7 +168,6 @@ def main(argv: list[str] | None = None) -> dict:
             batch_size=int(cfg["batch_size"]),
             train=False,
         )
-        gt = read_ground_truth(args.normalized / dataset / f"{split}.parquet")
         options = {
             "metric_protocol": cfg["metric_protocol"],
             "on_missing": RELEASE_ON_MISSING[dataset],
@@ -204,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
                     f"vIoU@0.3 {b['vIoU@0.3']:.4f} vIoU@0.5 {b['vIoU@0.5']:.4f}"
                 )
         return metrics
+    except IntegrityError as err:  # a shard or feature shard that does not verify: one line naming it
+        raise SystemExit(f"evaluate: {err}") from err
     finally:
         shutdown_distributed()
 

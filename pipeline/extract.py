@@ -1,6 +1,7 @@
 """Stage `extract`: run the frozen backbones once over the frame shards; fp16 features as WebDataset shards.
 
-    python -m pipeline.extract --shards outputs/shard --out outputs/extract [--params params.yaml]
+    python -m pipeline.extract --shards outputs/shard --out outputs/extract [--normalized outputs/normalize] \
+        [--params params.yaml]
 
 Reads `base.seed`, `model` (the backbones), `extract` and `train.input`. Writes:
 - `<out>/tokenizer/`: the byte-level BPE tokenizer trained on the sentences of every `train` split (unless the text
@@ -11,6 +12,10 @@ Reads `base.seed`, `model` (the backbones), `extract` and `train.input`. Writes:
   when `train.input` is `features` (those backbones then stay frozen); see `cgstvg.engine.features`;
 - `<out>/summary.json`: samples, bytes, features and seconds per split.
 Resumable: finished feature shards whose marker matches are kept (the output folder persists in dvc.yaml).
+Verify on read: the splits are those the shard stage's `summary.json` (and, with `--normalized`, the normalized
+tables) list; before anything is computed, each must have its manifest, its shards must match it (size, sha256,
+samples) and, with `--normalized`, hold every row of the split's table that is not in its rejects.parquet.
+Otherwise the stage stops with one line naming the file, and deletes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 
 from cgstvg.data.schema import DATASETS
-from cgstvg.data.shard_reader import iter_split_samples
+from cgstvg.data.shard_reader import iter_split_samples, verified_manifest
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed
 from cgstvg.engine.features import (
@@ -47,14 +52,32 @@ from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.tokenizer import build_tokenizer
 from cgstvg.utils.atomic import atomic_path, write_json
 from cgstvg.utils.hashing import sha256_file
+from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
 
 TRAIN_SPLITS = ("train",)
 
 
-def find_splits(shards: Path) -> list[tuple[str, str]]:
-    """(dataset, split) of every shard folder with a manifest, in a fixed order."""
-    return [(d, p.name) for d in DATASETS for p in sorted((shards / d).glob("*")) if (p / "manifest.json").is_file()]
+def find_splits(shards: Path, normalized: Path | None = None) -> list[tuple[str, str]]:
+    """(dataset, split) of every split the shard stage wrote, in a fixed order: those its `summary.json` lists (and
+    the normalized tables, when given). A listed split without its manifest, or a manifest the summary does not
+    list, is an IntegrityError naming it, never a skip (the stage would then delete that split's features)."""
+    summary = shards / "summary.json"
+    if not summary.is_file():
+        raise IntegrityError(f"{summary}: no shard summary (run the `shard` stage first)")
+    listed = {tuple(key.split("/", 1)) for key in json.loads(summary.read_text())}
+    expected = set(listed)
+    if normalized is not None:
+        expected |= {(d, p.stem) for d in DATASETS for p in (normalized / d).glob("*.parquet")}
+    for d, split in sorted(expected):
+        if not (shards / d / split / "manifest.json").is_file():
+            source = summary if (d, split) in listed else normalized / d / f"{split}.parquet"
+            raise IntegrityError(f"{shards / d / split / 'manifest.json'}: missing ({source} lists the split)")
+    for d in DATASETS:
+        for p in (shards / d).glob("*/manifest.json"):
+            if (d, p.parent.name) not in expected:
+                raise IntegrityError(f"{summary}: does not list {d}/{p.parent.name}, whose {p} exists")
+    return sorted(expected, key=lambda ds: (DATASETS.index(ds[0]), ds[1]))
 
 
 def training_sentences(shards: Path) -> list[str]:
@@ -118,9 +141,18 @@ def main(argv: list[str] | None = None, *, mapper=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True, type=Path, help="shard output, e.g. outputs/shard")
     parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/extract")
+    parser.add_argument(
+        "--normalized", type=Path, help="normalize output, e.g. outputs/normalize: check the shards complete against it"
+    )
     parser.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
+    try:
+        return _run(args, mapper)
+    except IntegrityError as err:
+        raise SystemExit(f"extract: {err}") from err
 
+
+def _run(args: argparse.Namespace, mapper) -> dict:
     params = load_params(args.params)
     cfg = section(params, "extract", args.params)
     model_params = section(params, "model", args.params)
@@ -128,9 +160,12 @@ def main(argv: list[str] | None = None, *, mapper=None) -> dict:
     mode = input_mode(params, args.params)
     torch.set_num_threads(int(cfg.get("threads", 2)))
     device = init_distributed(str(cfg.get("device", "auto"))).device
-    splits = find_splits(args.shards)
+    splits = find_splits(args.shards, args.normalized)
     if not splits:
         raise SystemExit(f"extract: {args.shards}: no <dataset>/<split>/manifest.json (run the `shard` stage first)")
+    for dataset, split in splits:  # every split verified before anything is computed or deleted
+        table = args.normalized / dataset / f"{split}.parquet" if args.normalized is not None else None
+        verified_manifest(args.shards / dataset / split, table)
 
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer_dir_for(model_params, args.out, args.shards)
@@ -155,6 +190,8 @@ def main(argv: list[str] | None = None, *, mapper=None) -> dict:
             "device": device.type,
             "amp": extractor.amp,
             "tokenizer": ({p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())} if tokenizer else None),
+            # the weights themselves: they also depend on what the params do not show (a pretrained text directory)
+            "weights": sha256_file(args.out / "frozen_backbones.safetensors"),
         }
     )
 

@@ -9,8 +9,9 @@ for grounding raw videos) and `train`. Inputs (`train.input`):
 - `frames`: the appearance CNN and the text encoder train end to end on the frames; motion comes from `extract`;
 - `features`: appearance, motion and text all come from `extract` (those backbones frozen); only the head trains.
 Writes (rank 0 only):
-- `<out>/checkpoints/step_*.pt`: every `train.checkpoint_every` steps and at the end; a rerun resumes from the
-  newest one that matches the params and data (the folder persists in dvc.yaml);
+- `<out>/checkpoints/step_*.pt` (+ `.pt.sha256`): every `train.checkpoint_every` steps and at the end; a rerun
+  resumes from the newest one that matches the params and data and verifies against its sha256 (the folder
+  persists in dvc.yaml);
 - `<out>/model.pt`: the EMA weights as a grounding checkpoint (`cgstvg.inference.checkpoint`), read by `evaluate`
   and by `cgstvg ground`;
 - `<out>/plots/loss.csv` (step, epoch, total, each weighted term summed over the decoding stages) and
@@ -41,6 +42,7 @@ from cgstvg.model.convert import load_mdetr_init
 from cgstvg.model.criterion import LOSS_NAMES, CGSTVGCriterion
 from cgstvg.utils.atomic import write_json
 from cgstvg.utils.hashing import sha256_file
+from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
 
 # Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint).
@@ -224,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"final loss {summary['final_loss']:.4f}; wrote {args.out / 'model.pt'}"
             )
         return summary
+    except IntegrityError as err:  # a shard or feature shard that does not verify: one line naming it
+        raise SystemExit(f"train: {err}") from err
     finally:
         shutdown_distributed()
 

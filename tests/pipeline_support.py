@@ -72,7 +72,7 @@ def stage_args(stage: str, out: Path) -> list[str]:
         "synthesize": ["--out", f"{out}/synthesize", "--no-progress"],
         "normalize": ["--raw", f"{out}/synthesize", "--out", f"{out}/normalize"],
         "shard": ["--normalized", f"{out}/normalize", "--raw", f"{out}/synthesize", "--out", f"{out}/shard"],
-        "extract": ["--shards", f"{out}/shard", "--out", f"{out}/extract"],
+        "extract": ["--shards", f"{out}/shard", "--out", f"{out}/extract", "--normalized", f"{out}/normalize"],
         "train": ["--shards", f"{out}/shard", "--features", f"{out}/extract", "--out", f"{out}/train"],
         "evaluate": [
             "--normalized",

@@ -12,6 +12,10 @@ Training augmentation is the shard reader's `TrainAugment`, drawn with the same 
 follow the frames: a temporal crop slices them, a flip mirrors their width (an approximation: a backbone of a
 mirrored video is not exactly the mirror of its features) and picks the features of the left/right-swapped
 sentence. Multi-scale resizing cannot keep cached features on the frames' grid and is refused.
+
+Before any batch, the feature shards are verified like the frame shards (`verify_shards`: size, sha256 and sample
+count of each against the feature manifest), and each one's marker must name the sha256 of the frame shard it is
+joined to, so stale or damaged features fail naming the file instead of loading as wrong values.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from cgstvg.data.collate import collate_clips
 from cgstvg.data.feature_arrays import load_npy
 
 # The shard order must be exactly ShardLoader's, so the feature loader uses its seed mix.
-from cgstvg.data.shard_reader import ShardLoader, clip_from_sample, iter_shard_samples, stream_seed
+from cgstvg.data.shard_reader import ShardLoader, clip_from_sample, iter_shard_samples, stream_seed, verify_shards
+from cgstvg.utils.integrity import IntegrityError
 
 FRAME_ALIGNED = ("motion", "appearance")
 
@@ -124,6 +129,13 @@ class FeatureShardLoader(ShardLoader):
                 f"{manifest_path}: its shards do not match {self.split_dir / 'manifest.json'} "
                 "(the frame shards changed after extraction; rerun `extract`)"
             )
+        verify_shards(self.feature_dir, fmanifest)
+        for shard in self.manifest["shards"]:  # each feature shard was computed from the frame shard it joins
+            marker_path = self.feature_dir / (shard["name"][: -len(".tar")] + ".done.json")
+            marker = json.loads(marker_path.read_text()) if marker_path.is_file() else {}
+            if marker.get("input_sha256") != shard["sha256"]:
+                frames = self.split_dir / shard["name"]
+                raise IntegrityError(f"{marker_path}: missing or computed from another {frames} (rerun `extract`)")
 
     def _joined_samples(self, src):
         """Frame-tar samples with the members of the feature tar of the same name (a webdataset stage)."""

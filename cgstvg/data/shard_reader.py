@@ -17,6 +17,10 @@ batches (default: floor(samples / (world_size x batch_size))). Rank and world si
 environment variables or an initialized torch.distributed group (webdataset's `pytorch_worker_info`).
 Evaluation (`train=False`): the same split by rank and worker, no shuffle, no augmentation, every sample exactly
 once (ranks may then see different batch counts; gather the predictions after the loop).
+
+Verify on read: the loader and `iter_split_samples` check a split against its manifest first (`verify_shards`:
+every listed shard present with its size, sha256 and sample count, no shard in the folder left out of the
+manifest); `verified_manifest` can also check it complete against its normalized table.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
+import pyarrow.parquet as pq
 import torch
 import webdataset as wds
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -36,6 +41,7 @@ from webdataset.utils import pytorch_worker_info
 
 from cgstvg.data.augment import TrainAugment
 from cgstvg.data.collate import collate_clips
+from cgstvg.utils.integrity import IntegrityError, tar_keys, verify_file
 
 Augment = Callable[[dict, random.Random], dict]
 """A clip augmentation: (clip, rng) -> clip."""
@@ -48,15 +54,67 @@ def read_manifest(split_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def verify_shards(split_dir: str | Path, manifest: dict) -> dict[str, list[str]]:
+    """Check the shards of a split (frame or feature shards) against its manifest before any is read; returns each
+    shard's sample keys, in order. Raises IntegrityError naming the file when a listed shard is missing, has
+    another size, sha256 or number of samples than listed, the listed counts do not add up to `samples`, or a
+    `shard-*.tar` in the folder is not listed (a shard dropped from the manifest)."""
+    split_dir = Path(split_dir)
+    where = split_dir / "manifest.json"
+    listed = [s["name"] for s in manifest["shards"]]
+    unlisted = sorted({p.name for p in split_dir.glob("shard-*.tar")} - set(listed))
+    if unlisted:
+        raise IntegrityError(f"{where}: does not list {unlisted[0]} ({len(unlisted)} shard(s) of the folder left out)")
+    total = sum(s["samples"] for s in manifest["shards"])
+    if total != manifest["samples"]:
+        raise IntegrityError(f"{where}: its shards list {total} samples, its `samples` says {manifest['samples']}")
+    keys = {}
+    for s in manifest["shards"]:
+        tar = split_dir / s["name"]
+        verify_file(tar, s["sha256"], where, size=s["bytes"])
+        keys[s["name"]] = tar_keys(tar)
+        if len(keys[s["name"]]) != s["samples"]:
+            raise IntegrityError(f"{tar}: {len(keys[s['name']])} samples, {where} lists {s['samples']}")
+    return keys
+
+
+def verified_manifest(split_dir: str | Path, table: str | Path | None = None) -> dict:
+    """The manifest of a frame-shard split after `verify_shards`; with `table` (the split's normalized Parquet
+    table) also complete against it: every row is in exactly one of the shards and the split's rejects.parquet,
+    and nothing else is (IntegrityError naming the manifest otherwise)."""
+    split_dir = Path(split_dir)
+    manifest = read_manifest(split_dir)
+    keys = verify_shards(split_dir, manifest)
+    if table is None:
+        return manifest
+    where, rejects_path = split_dir / "manifest.json", split_dir / "rejects.parquet"
+    if not rejects_path.is_file():
+        raise IntegrityError(f"{rejects_path}: missing (the `shard` stage writes one per split)")
+    rejected = pq.read_table(rejects_path, columns=["sample_id"]).column("sample_id").to_pylist()
+    if len(rejected) != manifest["rejected"]:
+        raise IntegrityError(f"{rejects_path}: {len(rejected)} rows, {where} records {manifest['rejected']} rejects")
+    rows = pq.read_table(table, columns=["sample_id"]).column("sample_id").to_pylist()
+    accounted = [k for shard in keys.values() for k in shard] + rejected
+    missing, extra = set(rows) - set(accounted), set(accounted) - set(rows)
+    if missing:
+        raise IntegrityError(
+            f"{where}: {len(missing)} of the {len(rows)} rows of {table} are neither in its shards nor in "
+            f"rejects.parquet (first: {min(missing)!r}); rerun `shard`"
+        )
+    if extra or len(accounted) != len(rows):
+        raise IntegrityError(f"{where}: its shards and rejects do not match {table} one to one; rerun `shard`")
+    return manifest
+
+
 def iter_shard_samples(url: str | Path) -> Iterator[dict]:
     """The raw webdataset samples of one tar (member suffix -> bytes, plus `__key__` and `__url__`), in file order."""
     yield from wds.tarfile_to_samples()(iter([{"url": str(url)}]))
 
 
 def iter_split_samples(split_dir: str | Path) -> Iterator[dict]:
-    """The raw samples of every shard of a split, shard by shard in the manifest's order."""
+    """The raw samples of every shard of a split, shard by shard in the manifest's order (verified first)."""
     split_dir = Path(split_dir)
-    for shard in read_manifest(split_dir)["shards"]:
+    for shard in verified_manifest(split_dir)["shards"]:
         yield from iter_shard_samples(split_dir / shard["name"])
 
 
@@ -131,7 +189,7 @@ class ShardLoader:
         batches_per_epoch: int | None = None,
     ):
         self.split_dir = Path(split_dir)
-        self.manifest = read_manifest(split_dir)
+        self.manifest = verified_manifest(split_dir)  # once per loader, not per epoch
         self.urls = [str(self.split_dir / s["name"]) for s in self.manifest["shards"]]
         self.batch_size, self.train, self.num_workers = batch_size, train, num_workers
         self.shuffle_buffer, self.augment, self.seed = shuffle_buffer, augment, seed
@@ -199,6 +257,7 @@ class ShardLoader:
 
 
 __all__ = [
+    "IntegrityError",
     "ShardLoader",
     "clip_from_sample",
     "decode_frames",
@@ -206,4 +265,6 @@ __all__ = [
     "iter_split_samples",
     "read_manifest",
     "stream_seed",
+    "verified_manifest",
+    "verify_shards",
 ]

@@ -16,8 +16,10 @@ samples of one video are adjacent and each video is decoded once. Shards are fil
 before a sample that would push them past `max_samples` or `max_bytes`; `max_samples` is lowered so a split has
 at least `min_shards` shards. Tar members have a fixed mtime/uid/gid/owner/mode and sorted names, JPEG encoding
 is deterministic, so the same inputs give byte-identical shards. After each shard a done-marker
-(`shard-000000.done.json`) records its sha256 and a hash of the plan of the samples it covers; a rerun keeps the
-leading shards whose marker, bytes and plan still match and rewrites from the first one that does not.
+(`shard-000000.done.json`) records its sha256 and a hash of everything that decided its bytes and its end (the
+plan of its samples, their videos' fingerprints, `jpeg_quality`, the per-shard caps, and the sample that closed
+it); a rerun keeps the leading shards whose marker, bytes and plan hash still match and rewrites from the first one
+that does not, saying why, so the result never depends on what an earlier configuration left behind.
 
 Bad videos never become blank frames: the sample goes to the rejects table (`RejectReason.MISSING_VIDEO,
 EMPTY_VIDEO, UNDECODABLE_VIDEO, TOO_FEW_FRAMES, DECODE_ERROR`) with a message naming the file, and the split
@@ -180,11 +182,19 @@ def _video_fingerprint(path: Path) -> list:
     return [size, digest.hexdigest()[:32]]
 
 
-def _plan_hash(records: list[dict], fingerprints: dict[str, list[int]], cfg: ShardConfig) -> str:
+def _plan_hash(plan: list[dict], start: int, end: int, fingerprints: dict[str, list], cfg: ShardConfig) -> str:
+    """A hash of what decides the bytes of the shard covering `plan[start:end]`: its records and videos, the JPEG
+    quality, and where it ends: the caps (`max_samples`, `min_shards` and the split's size give `cap`;
+    `max_bytes`) and the sample that closed it (`plan[end]`, None for the last shard)."""
+    records = plan[start:end]
+    following = plan[end] if end < len(plan) else None
     payload = {
         "records": records,
         "videos": [fingerprints[r["video_path"]] for r in records],
         "jpeg_quality": cfg.jpeg_quality,
+        "cap": _max_samples_per_shard(len(plan), cfg),
+        "max_bytes": cfg.max_bytes,
+        "next": None if following is None else [following, fingerprints[following["video_path"]]],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -330,6 +340,23 @@ def _max_samples_per_shard(n: int, cfg: ShardConfig) -> int:
     return max(1, min(cfg.max_samples, n // max(1, cfg.min_shards)))
 
 
+def _stale_reason(tar: Path, marker: Path, plan: list[dict], cursor: int, fingerprints, cfg: ShardConfig) -> str | None:
+    """Why the shard `tar` (the next one after `plan[:cursor]`) cannot be kept; None when it can."""
+    if not (tar.is_file() and marker.is_file()):
+        return "it has no marker (its run was interrupted)" if tar.is_file() else "its marker has no tar"
+    try:
+        m = json.loads(marker.read_text())
+        end = cursor + len(m["consumed"])
+        planned = [r["sample_id"] for r in plan[cursor:end]] == m["consumed"]
+        if not planned or m["plan_hash"] != _plan_hash(plan, cursor, end, fingerprints, cfg):
+            return "written for another plan (table, videos or shard params changed)"
+    except (ValueError, KeyError, TypeError):
+        return "its marker is unreadable"
+    if tar.stat().st_size != m["bytes"] or sha256_file(tar) != m["sha256"]:
+        return "its bytes differ from its marker (damaged)"
+    return None
+
+
 def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> tuple[list[dict], int]:
     """Markers of the leading shards that are intact and still match the plan; removes everything after them."""
     kept: list[dict] = []
@@ -337,17 +364,13 @@ def _resume(out_dir: Path, plan: list[dict], fingerprints, cfg: ShardConfig) -> 
     while True:
         name = SHARD_PATTERN.format(len(kept))
         tar, marker = out_dir / name, out_dir / (name[:-4] + ".done.json")
-        if not (tar.is_file() and marker.is_file()):
+        if not (tar.is_file() or marker.is_file()):
+            break
+        reason = _stale_reason(tar, marker, plan, cursor, fingerprints, cfg)
+        if reason is not None:  # discarded with everything after it: say why
+            print(f"shard: {tar}: {reason}; rewriting the split from this shard on")
             break
         m = json.loads(marker.read_text())
-        span = plan[cursor : cursor + len(m["consumed"])]
-        if (
-            [r["sample_id"] for r in span] != m["consumed"]
-            or m["plan_hash"] != _plan_hash(span, fingerprints, cfg)
-            or tar.stat().st_size != m["bytes"]
-            or sha256_file(tar) != m["sha256"]
-        ):
-            break
         kept.append(m)
         cursor += len(m["consumed"])
     for stale in [*out_dir.glob("shard-*"), *out_dir.glob(".shard-*.tmp")]:
@@ -402,14 +425,13 @@ def write_shards(work: ShardWork, results: Iterable[list[Encoded]], *, progress:
         nonlocal cursor, shard
         open_shard = cast(_ShardFile, shard)  # called only while a shard is open
         n_bytes, sha = open_shard.close()
-        span = plan[cursor : cursor + len(pending)]
         marker = {
             "name": open_shard.path.name,
             "samples": open_shard.samples,
             "bytes": n_bytes,
             "sha256": sha,
             "consumed": [s.sample_id for s in pending],
-            "plan_hash": _plan_hash(span, fingerprints, cfg),
+            "plan_hash": _plan_hash(plan, cursor, cursor + len(pending), fingerprints, cfg),
             "rejects": [
                 {"sample_id": s.sample_id, "reason": s.reason, "message": s.message}
                 for s in pending

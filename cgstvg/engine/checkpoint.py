@@ -7,12 +7,18 @@ A checkpoint is `<dir>/step_<8 digits>.pt`, a plain dict of tensors and Python p
 A checkpoint is written to a temporary file and renamed, so a kill mid-save never leaves a truncated one; the
 newest `keep` are kept. The fingerprint is a digest of everything that changes the result (params, data):
 checkpoints with another fingerprint are stale (the params changed under a persisted folder) and are not resumed.
+
+Verify on read: beside each checkpoint a sidecar `step_<8 digits>.pt.sha256` (`sha256sum` format) records the
+sha256 of its bytes, written before the checkpoint is renamed into place. A checkpoint whose sidecar is missing or
+does not match (a flipped bit loads fine in torch and would resume a different model) is never resumed from:
+`latest_checkpoint` skips it with a warning naming it and takes the next older one that verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +28,10 @@ from typing import Any
 import torch
 
 from cgstvg.utils.atomic import atomic_path
+from cgstvg.utils.hashing import sha256_file
+from cgstvg.utils.integrity import IntegrityError, verify_file
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -53,11 +63,34 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], keep
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     path = checkpoint_path(directory, int(state["step"]))
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: same bytes for the same state
-        torch.save(dict(state), f)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: same bytes for the same state
+            torch.save(dict(state), f)
+        # the sidecar first: a kill before the rename leaves a sidecar without its checkpoint (ignored), never a
+        # checkpoint that verifies against a stale sidecar
+        with atomic_path(sidecar_path(path)) as side:
+            side.write_text(f"{sha256_file(tmp)}  {path.name}\n")
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+        sidecar_path(old).unlink(missing_ok=True)
     return path
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The sha256 sidecar of a checkpoint: `step_<8 digits>.pt.sha256`."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Raise IntegrityError (naming the file) unless the checkpoint's bytes match the sha256 of its sidecar."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise IntegrityError(f"{path}: no {side.name} (its save never finished, or it predates sidecars)")
+    fields = side.read_text().split()
+    if not fields:
+        raise IntegrityError(f"{side}: empty")
+    verify_file(path, fields[0], side)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -71,13 +104,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def latest_checkpoint(directory: str | os.PathLike, expected_fingerprint: str | None = None) -> dict[str, Any] | None:
     """The newest checkpoint in `directory` whose fingerprint matches, loaded; None when there is none.
 
-    Files that fail to load (for example a checkpoint from another torch build) or carry another fingerprint
-    are skipped, newest first, so an older valid checkpoint still resumes.
+    Files that do not verify against their sidecar or fail to load (for example a checkpoint from another torch
+    build) are skipped with a warning naming them, those with another fingerprint silently (stale), newest first,
+    so an older valid checkpoint still resumes.
     """
     for _, path in reversed(list_checkpoints(directory)):
         try:
+            verify_checkpoint(path)
             state = load_checkpoint(path)
-        except RuntimeError:
+        except (IntegrityError, RuntimeError) as err:
+            log.warning("not resuming from %s: %s", path, err)
             continue
         if expected_fingerprint is None or state.get("fingerprint") == expected_fingerprint:
             return state
@@ -85,15 +121,18 @@ def latest_checkpoint(directory: str | os.PathLike, expected_fingerprint: str | 
 
 
 def remove_stale(directory: str | os.PathLike, expected_fingerprint: str) -> list[Path]:
-    """Delete the checkpoints whose fingerprint differs (or that cannot be read); returns what was removed."""
+    """Delete the checkpoints whose fingerprint differs (or that do not verify or cannot be read); returns what was
+    removed."""
     removed = []
     for _, path in list_checkpoints(directory):
         try:
+            verify_checkpoint(path)
             fp = load_checkpoint(path).get("fingerprint")
-        except RuntimeError:
+        except (IntegrityError, RuntimeError):
             fp = None
         if fp != expected_fingerprint:
             path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
             removed.append(path)
     return removed
 
@@ -106,4 +145,6 @@ __all__ = [
     "load_checkpoint",
     "remove_stale",
     "save_checkpoint",
+    "sidecar_path",
+    "verify_checkpoint",
 ]

@@ -18,9 +18,10 @@ result of a shard never depends on another shard. CUDA with autocast when availa
 to fp16.
 
 Resumable like `shard`: after a feature shard is written (atomically) a marker `shard-NNNNNN.done.json` records
-the input shard's sha256, the extraction fingerprint (backbone params, seed, which features) and the output's
-sha256. A rerun keeps every shard whose marker still matches and recomputes the others; the output is
-byte-identical to an uninterrupted run (fixed tar headers, deterministic kernels per batch).
+the input shard's sha256, the extraction fingerprint (backbone params and weights, seed, which features) and the
+output's sha256. A rerun keeps every shard whose marker still matches and recomputes the others, saying why; the
+output is byte-identical to an uninterrupted run (fixed tar headers, deterministic kernels per batch). The frame
+shards are verified against their manifest before any is read (`cgstvg.data.shard_reader.verified_manifest`).
 
 A split is planned (`plan_extraction`), each of its frame shards extracted on its own (`extract_shard`, in any
 process: a shard depends on nothing else), then finished (`finish_extraction` writes the manifest);
@@ -47,7 +48,7 @@ from tqdm import tqdm
 from cgstvg.data.augment import swap_left_right
 from cgstvg.data.collate import normalize_frames
 from cgstvg.data.feature_arrays import npy_bytes
-from cgstvg.data.shard_reader import clip_from_sample, iter_shard_samples, read_manifest
+from cgstvg.data.shard_reader import clip_from_sample, iter_shard_samples, verified_manifest
 from cgstvg.utils.atomic import atomic_path, write_json
 from cgstvg.utils.hashing import sha256_file
 
@@ -183,6 +184,19 @@ def _tar_bytes(samples: list[dict[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
+def _stale_reason(tar: Path, marker: dict | None, shard: dict, fingerprint: str) -> str | None:
+    """Why the finished feature shard `tar` cannot be reused (None when it can)."""
+    if marker is None or not tar.is_file():
+        return "it has no marker (its run was interrupted)" if marker is None else "its marker has no tar"
+    if marker.get("input_sha256") != shard["sha256"]:
+        return "its frame shard changed"
+    if marker.get("fingerprint") != fingerprint:
+        return "the extraction settings changed (fingerprint)"
+    if tar.stat().st_size != marker.get("bytes") or sha256_file(tar) != marker.get("sha256"):
+        return "its bytes differ from its marker (damaged)"
+    return None
+
+
 def extract_shard(
     frame_dir: str | os.PathLike, out_dir: str | os.PathLike, shard: dict, extractor: FeatureExtractor, fingerprint: str
 ) -> tuple[dict, bool]:
@@ -195,15 +209,11 @@ def extract_shard(
     name = shard["name"]
     tar, marker_path = out_dir / name, out_dir / (name[: -len(".tar")] + ".done.json")
     marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
-    if (
-        marker is not None
-        and tar.is_file()
-        and marker.get("input_sha256") == shard["sha256"]
-        and marker.get("fingerprint") == fingerprint
-        and tar.stat().st_size == marker.get("bytes")
-        and sha256_file(tar) == marker.get("sha256")
-    ):
-        return marker, True
+    stale = _stale_reason(tar, marker, shard, fingerprint)
+    if stale is None:
+        return cast(dict, marker), True  # not stale: the marker exists
+    if tar.is_file() or marker is not None:  # a finished or damaged shard is discarded: say why
+        print(f"extract: {tar}: {stale}; recomputing it")
     marker_path.unlink(missing_ok=True)
     members = extractor.shard_members(str(frame_dir / name))
     if len(members) != shard["samples"]:
@@ -226,10 +236,11 @@ def extract_shard(
 def plan_extraction(frame_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     """Plan one split: returns the frame shards' manifest, whose `shards` are the units of `extract_shard`.
 
-    Creates `out_dir` and removes the feature shards (and markers) whose frame shard no longer exists.
+    The frame shards are verified against it first (IntegrityError naming the file). Creates `out_dir` and removes
+    the feature shards (and markers) whose frame shard no longer exists.
     """
     frame_dir, out_dir = Path(frame_dir), Path(out_dir)
-    manifest = read_manifest(frame_dir)
+    manifest = verified_manifest(frame_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     expected = {s["name"] for s in manifest["shards"]}
     for stale in out_dir.glob("shard-*"):
