@@ -19,7 +19,7 @@ from cgstvg.data.schema import sample_table
 from cgstvg.data.shard_reader import iter_shard_samples
 from cgstvg.data.shard_writer import ShardConfig, frame_count_slack, write_split
 from pipeline import shard as shard_stage
-from test_normalize import hc_tree, hc_v2_raw, run
+from test_normalize import box_at, hc_tree, hc_v2_raw, only_reject, run, vid_entry, vid_tree, vidor_file
 from video_samples import sample_row, write_video
 
 CFG = ShardConfig(
@@ -113,3 +113,61 @@ def test_hcstvg_v2_img_size_given_as_width_height_is_rejected_by_the_stage(tmp_p
     assert reject["source"] == "hcstvg_v2/annos/val.json#swapped.mp4"
     assert "hcstvg_v2/videos/swapped.mp4: decoded frames are 128x96" in reject["message"]
     assert "says 96x128" in reject["message"] and reject["source"] in reject["message"]
+
+
+# -------------------------------------------------------------------------------------- normalize: VidOR boxes
+
+
+def _with_second_box(box_file: dict, tid: int, frame: int, shift: int) -> dict:
+    extra = box_at(tid, frame)
+    extra["bbox"] = {k: v + shift for k, v in extra["bbox"].items()}
+    box_file["trajectories"][frame].append(extra)
+    return box_file
+
+
+def test_two_different_boxes_for_the_target_in_a_tube_frame_are_rejected(tmp_path):
+    root = tmp_path / "raw"
+    entry = vid_entry(questions=[{"description": "who is chased?", "type": "person", "target_id": 0}])
+    vid_tree(root, "val", [entry], box_files={"5000": _with_second_box(vidor_file(), tid=1, frame=14, shift=5)})
+    result = run(root, ["vidstg"])["vidstg", "val"]
+    reject = only_reject(result)
+    assert (reject["reason"], reject["sample_id"]) == ("duplicate_box", "5000-0-declar0")
+    assert reject["message"].startswith("frame 14 of vidstg/bbox_annos/5000.json gives target 1 2 boxes that differ")
+    assert "[[14.0, 2.0, 24.0, 10.0], [19.0, 7.0, 29.0, 15.0]]" in reject["message"]
+    (row,) = result.rows  # tid 0's pair, on the same frames, is unaffected
+    assert row["sample_id"] == "5000-0-inter0" and row["boxes"][4].tolist() == [14, 0, 24, 8]
+
+
+def test_a_repeated_identical_box_or_a_conflict_outside_the_tube_is_harmless(tmp_path):
+    root = tmp_path / "raw"
+    box_file = _with_second_box(vidor_file(), tid=1, frame=14, shift=0)  # the same box twice
+    box_file = _with_second_box(box_file, tid=1, frame=35, shift=5)  # outside temporal_gt 10..20
+    vid_tree(root, "val", [vid_entry()], box_files={"5000": box_file})
+    result = run(root, ["vidstg"])["vidstg", "val"]
+    assert not result.rejects and len(result.rows) == 2
+    assert result.rows[0]["boxes"][4].tolist() == [14, 2, 24, 10]
+
+
+# ----------------------------------------------------------------------------------- normalize: repeated entries
+
+
+def test_an_entry_repeated_verbatim_is_rejected_and_the_first_kept(tmp_path):
+    root = tmp_path / "raw"
+    first = vid_entry("1")
+    reordered = json.loads(json.dumps(dict(reversed(list(first.items())))))  # same entry, other key order
+    near = vid_entry("1", temporal_gt={"begin_fid": 11, "end_fid": 20})  # same video, another entry
+    vid_tree(root, "val", [first, vid_entry("2"), reordered, near])
+    result = run(root, ["vidstg"])["vidstg", "val"]
+    assert sorted(row["sample_id"] for row in result.rows) == [
+        "1-0-declar0",
+        "1-0-inter0",
+        "1-3-declar0",
+        "1-3-inter0",
+        "2-1-declar0",
+        "2-1-inter0",
+    ]
+    assert sorted((r["sample_id"], r["reason"], r["source"]) for r in result.rejects) == [
+        ("1-2-declar0", "duplicate_entry", "vidstg/sent_annos/val_annotations.json#2/captions/0"),
+        ("1-2-inter0", "duplicate_entry", "vidstg/sent_annos/val_annotations.json#2/questions/0"),
+    ]
+    assert result.rejects[0]["message"] == "entry 2 (vid '1') repeats entry 0 verbatim; the first is kept"
