@@ -10,16 +10,18 @@ item 3): every record ends in the output or in a rejects table with its reason, 
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
 
 from cgstvg.data.normalize import write_outputs
+from cgstvg.data.pairs import safe_id
 from cgstvg.data.schema import sample_table
 from cgstvg.data.shard_reader import iter_shard_samples
 from cgstvg.data.shard_writer import ShardConfig, frame_count_slack, write_split
 from pipeline import shard as shard_stage
-from test_normalize import box_at, hc_tree, hc_v2_raw, only_reject, run, vid_entry, vid_tree, vidor_file
+from test_normalize import box_at, hc_tree, hc_v1, hc_v2_raw, only_reject, run, vid_entry, vid_tree, vidor_file
 from video_samples import sample_row, write_video
 
 CFG = ShardConfig(
@@ -171,3 +173,42 @@ def test_an_entry_repeated_verbatim_is_rejected_and_the_first_kept(tmp_path):
         ("1-2-inter0", "duplicate_entry", "vidstg/sent_annos/val_annotations.json#2/questions/0"),
     ]
     assert result.rejects[0]["message"] == "entry 2 (vid '1') repeats entry 0 verbatim; the first is kept"
+
+
+# -------------------------------------------------------------------------------------------- non-ASCII sample ids
+
+
+def test_distinct_non_ascii_keys_keep_distinct_sample_ids(tmp_path):
+    root = tmp_path / "raw"
+    hc_tree(root, "hcstvg_v1", "train", {k: hc_v1() for k in ("日本.mp4", "中国.mp4", "🎬.mp4", "🎥.mp4", "ok.mp4")})
+    result = run(root, ["hcstvg_v1"])["hcstvg_v1", "train"]
+    assert not result.rejects
+    ids = sorted(row["sample_id"] for row in result.rows)
+    assert ids[2:] == ["ok", "中国", "日本"]
+    emoji = ids[:2]  # '_' sorts before letters
+    assert len(set(emoji)) == 2 and all(re.fullmatch(r"_-[0-9a-f]{8}", s) for s in emoji)
+    entry = vid_entry("日本")
+    vid_tree(root, "val", [entry, vid_entry("中国")])
+    assert sorted(r["sample_id"] for r in run(root, ["vidstg"])["vidstg", "val"].rows) == [
+        "中国-1-declar0",
+        "中国-1-inter0",
+        "日本-0-declar0",
+        "日本-0-inter0",
+    ]
+
+
+def test_ascii_keys_map_to_the_ids_they_always_had():
+    old_rule = re.compile(r"[^A-Za-z0-9_-]")
+    for code in range(128):
+        text = f"a{chr(code)}b"
+        assert safe_id(text) == old_rule.sub("_", text)
+    assert [safe_id(k) for k in ("a.b c", "sub/d", "55_vfjywN5CN0Y", "synth_train_00001", "", "e\u0301")] == [
+        "a_b_c",
+        "sub_d",
+        "55_vfjywN5CN0Y",
+        "synth_train_00001",
+        "_",
+        safe_id("e\u0301"),
+    ]
+    assert re.fullmatch(r"e_-[0-9a-f]{8}", safe_id("e\u0301"))  # a combining accent is replaced, so hashed
+    assert "." not in safe_id("日本．mp4") and safe_id("日本．mp4") != safe_id("日本_mp4")
