@@ -6,6 +6,7 @@ and box validation (xyxy pixels, clipped to the frame).
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -14,15 +15,24 @@ import numpy as np
 
 from cgstvg.data.schema import RejectReason
 
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+_UNSAFE_ID_CHARS = re.compile(r"[^\w-]")  # \w: Unicode letters and digits and '_'; on ASCII exactly [A-Za-z0-9_]
+_ID_HASH_CHARS = 8
 
 
 def safe_id(text: str) -> str:
-    """Map a raw key to a sample-id part: every character outside [A-Za-z0-9_-] becomes '_'.
+    """Map a raw key to a sample-id part: letters and digits (any script), '_' and '-' are kept, every other
+    character becomes '_'.
 
-    WebDataset splits a member name at its first '.', so sample ids must not contain one.
+    WebDataset splits a member name at its first '.', so sample ids must not contain one. An ASCII key maps as it
+    always has ('a.b c' -> 'a_b_c'); when a non-ASCII character had to be replaced (an emoji, a combining accent),
+    '-' and the first 8 hex digits of the key's sha256 are appended, so that distinct keys keep distinct ids
+    ('日本' stays '日本'; '🎬' and '🎥' become '_-<hash>' with different hashes).
     """
-    return _UNSAFE_ID_CHARS.sub("_", text) or "_"
+    replaced = _UNSAFE_ID_CHARS.findall(text)
+    sid = _UNSAFE_ID_CHARS.sub("_", text) or "_"
+    if any(not ch.isascii() for ch in replaced):
+        sid += "-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_ID_HASH_CHARS]
+    return sid
 
 
 def path_inside(folder: str, relative: str) -> str | None:

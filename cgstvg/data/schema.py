@@ -39,12 +39,16 @@ class RejectReason(str, enum.Enum):
     BAD_BOX = "bad_box"  # non-finite or zero-area
     EMPTY_SENTENCE = "empty_sentence"
     DUPLICATE_KEY = "duplicate_key"
+    DUPLICATE_ENTRY = "duplicate_entry"  # a VidSTG entry repeated verbatim: the first copy is kept
+    DUPLICATE_BOX = "duplicate_box"  # the target has two different boxes in one VidOR frame
     PATH_ESCAPES_ROOT = "path_escapes_root"
     # Written by later stages (shard), which append to the same kind of table.
     EMPTY_VIDEO = "empty_video"
     UNDECODABLE_VIDEO = "undecodable_video"
     TOO_FEW_FRAMES = "too_few_frames"
     DECODE_ERROR = "decode_error"
+    SIZE_MISMATCH = "size_mismatch"  # decoded frames are not the annotation's width x height
+    FRAME_COUNT_MISMATCH = "frame_count_mismatch"  # decodable frames differ from the annotation's count
 
 
 BOX_TYPE = pa.list_(pa.float32(), 4)

@@ -23,7 +23,11 @@ that does not, saying why, so the result never depends on what an earlier config
 
 Bad videos never become blank frames: the sample goes to the rejects table (`RejectReason.MISSING_VIDEO,
 EMPTY_VIDEO, UNDECODABLE_VIDEO, TOO_FEW_FRAMES, DECODE_ERROR`) with a message naming the file, and the split
-goes on.
+goes on. So does a video that contradicts its annotation, decoded against the normalized row: `SIZE_MISMATCH`
+(decoded width x height is not the annotated one: boxes are in annotated pixels, so a portrait video annotated as
+landscape, or HC-STVG v2 `img_size` given as [width, height], would be squashed and its boxes clipped) and
+`FRAME_COUNT_MISMATCH` (decodable frames differ from the annotated `frame_count`, HC-STVG `img_num` or VidSTG
+`frame_count`, by more than `frame_count_slack`); the message names the video, both values and the record.
 
 A split is planned (`plan_shards`: order, resume, one task per video still to decode), each task runs on its own
 (`encode_task`, in any process), and the results, in task order, are written (`write_shards`); `write_split` runs
@@ -35,6 +39,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -59,6 +64,8 @@ MAX_FRAMES_PER_SAMPLE = 1000  # member names carry three digits: 000.jpg .. 999.
 _TAR_OWNER = ""  # fixed tar header fields, so reruns are byte-identical
 _TAR_MTIME = 0
 _TAR_MODE = 0o444
+FRAME_COUNT_SLACK = 2  # frames: decodable and annotated counts may differ by max(this, the fraction below)
+FRAME_COUNT_SLACK_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -221,11 +228,56 @@ def _decord_error(exc: Exception) -> str:
     return _LOG_TIME.sub("", str(exc))
 
 
+def frame_count_slack(frame_count: int) -> int:
+    """How far the decodable frame count may stray from the annotated `frame_count` before the sample is rejected:
+    `FRAME_COUNT_SLACK` frames or 1% of the count, whichever is more. Counts of one file differ between tools by a
+    frame or a few (a container's nb_frames against the packets decord indexes, a last packet that does not decode,
+    an edit list), more on long videos; 1% keeps the sampled timestamps within 0.2 s on a 20 s clip. A larger gap
+    means the annotation describes another cut of the video."""
+    return max(FRAME_COUNT_SLACK, math.ceil(FRAME_COUNT_SLACK_FRACTION * frame_count))
+
+
+def _record_check(r: dict, n_frames: int, path: Path) -> Encoded | None:
+    """The reject of one record that the decodable frame count alone decides, else None."""
+    needed = max(max(r["frame_ids"]), r["tube"][1]) + 1
+    if n_frames < needed:
+        return Encoded(
+            r["sample_id"],
+            reason=RejectReason.TOO_FEW_FRAMES.value,
+            message=f"{path}: {n_frames} decodable frames, the sample needs frame {needed - 1} "
+            f"(annotation says {r['frame_count']} frames)",
+        )
+    slack = frame_count_slack(r["frame_count"])
+    if abs(n_frames - r["frame_count"]) > slack:
+        return Encoded(
+            r["sample_id"],
+            reason=RejectReason.FRAME_COUNT_MISMATCH.value,
+            message=f"{path}: {n_frames} decodable frames, but the annotation of sample {r['sample_id']!r} "
+            f"({r['source']}) says {r['frame_count']} frames (tolerance {slack})",
+        )
+    return None
+
+
+def _size_check(r: dict, decoded: tuple[int, int], path: Path) -> Encoded | None:
+    """A `size_mismatch` reject when the decoded frames (height, width) are not the annotation's size, else None."""
+    (h, w), (ah, aw) = decoded, r["orig_size"]
+    if (h, w) == (ah, aw):
+        return None
+    return Encoded(
+        r["sample_id"],
+        reason=RejectReason.SIZE_MISMATCH.value,
+        message=f"{path}: decoded frames are {w}x{h} (width x height), but the annotation of sample "
+        f"{r['sample_id']!r} ({r['source']}) says {aw}x{ah}",
+    )
+
+
 def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int) -> list[Encoded]:
     """Decode the frames that `records` (samples of one video) need, resize and JPEG-encode them.
 
     The decord reader is opened here, in the worker process, and decodes only the requested frames
-    (`get_batch`), at native resolution; every failure becomes a reject naming the file.
+    (`get_batch`), at native resolution; every failure becomes a reject naming the file, and so does a video that
+    does not match its annotation: a decodable frame count off by more than `frame_count_slack`, or decoded frames
+    of another width x height than the annotation's (boxes and resizing assume the annotated size).
     """
     import decord  # imported in the worker: decord readers must not cross a fork
     from torchvision.io import encode_jpeg
@@ -247,16 +299,9 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
         return reject_all(RejectReason.UNDECODABLE_VIDEO, f"{path}: cannot open: {_decord_error(e)}".strip())
     out = []
     for r in records:
-        needed = max(max(r["frame_ids"]), r["tube"][1]) + 1
-        if n_frames < needed:
-            out.append(
-                Encoded(
-                    r["sample_id"],
-                    reason=RejectReason.TOO_FEW_FRAMES.value,
-                    message=f"{path}: {n_frames} decodable frames, the sample needs frame {needed - 1} "
-                    f"(annotation says {r['frame_count']} frames)",
-                )
-            )
+        rejected = _record_check(r, n_frames, path)
+        if rejected is not None:
+            out.append(rejected)
             continue
         unique = sorted(set(r["frame_ids"]))
         try:
@@ -269,6 +314,10 @@ def encode_video_samples(video_file: str, records: list[dict], jpeg_quality: int
                     message=f"{path}: decoding frames {unique[0]}..{unique[-1]} failed: {_decord_error(e)}".strip(),
                 )
             )
+            continue
+        rejected = _size_check(r, batch.shape[1:3], path)
+        if rejected is not None:
+            out.append(rejected)
             continue
         frames = resize_frames(torch.from_numpy(batch).permute(0, 3, 1, 2), tuple(r["size"]))
         jpegs = dict(zip(unique, encode_jpeg(list(frames.contiguous()), quality=jpeg_quality)))
@@ -527,6 +576,7 @@ __all__ = [
     "encode_in_pool",
     "encode_task",
     "encode_video_samples",
+    "frame_count_slack",
     "plan_sample",
     "plan_shards",
     "plan_split",

@@ -16,10 +16,18 @@ Conventions of the authors' release (official-cgstvg-code.md, section 2.2):
   is dropped (the release drops only GTs that lie wholly outside it; we also drop a start before the segment,
   which never happens in the released annotations, because no frame before the segment is ever sampled);
 - fps comes from the annotation; the usable frame range is used_segment.
+
+Cross-checks the release does not make (each a reject, never a silent choice):
+- an entry that repeats an earlier entry verbatim (same JSON, key order aside) would give every pair twice: its
+  pairs are rejected as `duplicate_entry`, naming the first copy, which is kept;
+- a VidOR frame that gives the target tid two different boxes leaves the tube ambiguous: a pair whose tube
+  frames contain such a frame is rejected as `duplicate_box`, naming the box file, the frame and the tid (a box
+  repeated identically is harmless and accepted; conflicts outside a pair's tube do not concern it).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,10 +81,15 @@ class VidstgEntry:
 
 @dataclass(frozen=True)
 class Track:
-    """One tid's boxes over the file's frames: `present` (F,) bool, `boxes` (F, 4) xyxy pixels (0 where absent)."""
+    """One tid's boxes over the file's frames: `present` (F,) bool, `boxes` (F, 4) xyxy pixels (0 where absent).
+
+    `conflicts[frame]` lists the boxes of a frame that gives this tid more than one different box (in file order;
+    `boxes` holds the last of them, and no pair that uses the frame is written).
+    """
 
     present: np.ndarray
     boxes: np.ndarray
+    conflicts: dict[int, list[list[float]]]
 
 
 @dataclass(frozen=True)
@@ -161,10 +174,22 @@ def load_box_file(path: Path) -> BoxFile:
     for tid, ids in frames.items():
         present = np.zeros(len(trajectories), dtype=bool)
         present[ids] = True
+        given = np.asarray(coords[tid], dtype=np.float64)
         boxes = np.zeros((len(trajectories), 4), dtype=np.float64)
-        boxes[ids] = coords[tid]
-        tracks[tid] = Track(present, boxes)
+        boxes[ids] = given  # a frame listed twice keeps its last box: rows are in file order
+        tracks[tid] = Track(present, boxes, _conflicts(np.asarray(ids), given))
     return BoxFile(video_path, tracks)
+
+
+def _conflicts(ids: np.ndarray, given: np.ndarray) -> dict[int, list[list[float]]]:
+    """{frame: its boxes} for the frames that `ids` (ascending, one entry per box in `given`) lists more than once
+    with boxes that differ."""
+    conflicts = {}
+    for frame in np.unique(ids[1:][ids[1:] == ids[:-1]]).tolist():
+        lo, hi = np.searchsorted(ids, frame, side="left"), np.searchsorted(ids, frame, side="right")
+        if not (given[lo:hi] == given[lo]).all():
+            conflicts[frame] = given[lo:hi].tolist()
+    return conflicts
 
 
 def _checked_object(obj: object, path: Path, rid: str) -> tuple[int, tuple]:
@@ -187,12 +212,17 @@ def read_split(raw_root: Path, split: str, file: Path, *, progress: bool = False
     out = SplitPairs(DATASET, split, pairs_in=sum(len(e.sentences) for e in entries))
     rel_file = file.relative_to(raw_root).as_posix()
     by_vid: dict[str, list] = defaultdict(list)  # one box-file read per video
-    for entry in entries:
+    first_copy: dict[str, int] = {}  # an entry's canonical JSON -> the index of its first occurrence
+    for entry, raw in zip(entries, data):
+        first = first_copy.setdefault(json.dumps(raw, sort_keys=True), entry.index)
         for sentence in entry.sentences:
             sample_id = f"{safe_id(entry.vid)}-{entry.index}-{sentence.qtype}{sentence.k}"
             kind = "captions" if sentence.qtype == "declar" else "questions"
             source = f"{rel_file}#{entry.index}/{kind}/{sentence.k}"
-            if out.claim(sample_id, source):
+            if first != entry.index:
+                message = f"entry {entry.index} (vid '{entry.vid}') repeats entry {first} verbatim; the first is kept"
+                out.reject(sample_id, source, RejectReason.DUPLICATE_ENTRY, message)
+            elif out.claim(sample_id, source):
                 by_vid[entry.vid].append((entry, sentence, sample_id, source))
     for vid, pairs in tqdm(by_vid.items(), desc=f"{DATASET}/{split}", unit="video", disable=not progress):
         _add_video_pairs(out, raw_root, vid, pairs)
@@ -252,6 +282,15 @@ def _pair(entry: VidstgEntry, sentence: Sentence, boxes: BoxFile, box_path: str)
     tube_end = min(gt_end, seg_end)
     gt_last_frame = min(gt_end, last)  # the release's last box frame: min(end + 1, frame_count) - 1
     track, length = boxes.tracks[tid], tube_end - gt_begin + 1
+    clashes = sorted(f for f in track.conflicts if gt_begin <= f <= tube_end)
+    if clashes:
+        f, more = clashes[0], f" (and {len(clashes) - 1} more tube frames)" if len(clashes) > 1 else ""
+        return (
+            RejectReason.DUPLICATE_BOX,
+            f"frame {f} of {box_path} gives target {tid} {len(track.conflicts[f])} boxes that differ: "
+            f"{track.conflicts[f]}{more}",
+            None,
+        )
     present = np.zeros(length, dtype=bool)  # frames past the end of `trajectories` count as missing
     xyxy = np.zeros((length, 4), dtype=np.float64)
     stored = track.present[gt_begin : tube_end + 1]
