@@ -44,6 +44,7 @@ from cgstvg.utils.atomic import write_json, write_parquet
 from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
 from cgstvg.visualize import per_sample_plot_data, render_prediction
+from pipeline import run_stage
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -215,4 +216,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate", main)

@@ -54,6 +54,7 @@ from cgstvg.utils.atomic import atomic_path, write_json
 from cgstvg.utils.hashing import sha256_file
 from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
+from pipeline import run_stage
 
 TRAIN_SPLITS = ("train",)
 
@@ -231,4 +232,4 @@ def _run(args: argparse.Namespace, mapper) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("extract", main)

@@ -16,6 +16,7 @@ from pathlib import Path
 from cgstvg.data.normalize import normalize, reconciliation, write_outputs
 from cgstvg.data.raw_json import AnnotationError
 from cgstvg.utils.params import load_params, section
+from pipeline import run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,4 +42,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("normalize", main)

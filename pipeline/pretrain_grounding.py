@@ -39,6 +39,7 @@ from cgstvg.model.convert import to_mdetr_state_dict
 from cgstvg.model.tokenizer import build_tokenizer
 from cgstvg.utils.atomic import atomic_path, write_json
 from cgstvg.utils.params import load_params, section
+from pipeline import run_stage
 
 OUTPUT_NAME = "mdetr.pth"
 TRAIN_SPLITS = ("train",)
@@ -155,4 +156,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("pretrain_grounding", main)

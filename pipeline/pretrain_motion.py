@@ -39,6 +39,7 @@ from cgstvg.model.backbone_weights import to_kinetics_swin_state_dict
 from cgstvg.model.motion import build_motion
 from cgstvg.utils.atomic import atomic_path, write_json
 from cgstvg.utils.params import load_params, section
+from pipeline import run_stage
 
 OUTPUT_NAME = "swin_k400.pth"
 DATA_KEYS = ("train_clips", "val_clips", "window", "threads", "objects")
@@ -159,4 +160,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("pretrain_motion", main)

@@ -21,6 +21,7 @@ from cgstvg.data.schema import DATASETS
 from cgstvg.data.shard_writer import ShardConfig, encode_task, plan_shards, write_shards, write_split
 from cgstvg.utils.atomic import write_json
 from cgstvg.utils.params import load_params, section
+from pipeline import run_stage
 
 
 def find_tables(normalized: Path) -> list[tuple[str, str, Path]]:
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None, *, mapper=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("shard", main)

@@ -15,6 +15,7 @@ import time
 from cgstvg.data.synthetic import SynthesizeConfig, write_synthetic_dataset
 from cgstvg.utils.atomic import atomic_path
 from cgstvg.utils.params import load_params, section
+from pipeline import run_stage
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -36,4 +37,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("synthesize", main)

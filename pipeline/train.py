@@ -44,6 +44,7 @@ from cgstvg.utils.atomic import write_json
 from cgstvg.utils.hashing import sha256_file
 from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
+from pipeline import run_stage
 
 # Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint).
 NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress")
@@ -233,4 +234,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train", main)

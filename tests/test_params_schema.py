@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import os
 from pathlib import Path
 
 import pytest
@@ -400,3 +401,24 @@ def test_the_flows_and_the_cli_refuse_a_bad_file(tmp_path):
     whole = _write(tmp_path, _edited(lambda p: p["shard"]["resize"].update(short_sid=420)), "whole.yaml")
     with pytest.raises(GroundingError, match=r"whole.yaml:shard.resize: unknown key 'short_sid'"):
         load_params_file(whole)  # `cgstvg ground --params whole.yaml` prints this as its one error line
+
+
+@pytest.mark.parametrize("stage", ["synthesize", "train"])
+def test_a_stage_refuses_a_bad_params_file_in_one_line(tmp_path, stage):
+    """Run as DVC runs it: exit 1, one stderr line naming the stage, the file and the key, no traceback."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"batchsize": 64}}))
+    args = {"synthesize": ["--out", str(tmp_path / "o")], "train": ["--shards", "s", "--features", "f", "--out", "o"]}
+    run = subprocess.run(
+        [sys.executable, "-m", f"pipeline.{stage}", *args[stage], "--params", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "CGSTVG_DEBUG": ""},
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip() == f"{stage}: {bad}:train: unknown key 'batchsize' (did you mean 'batch_size'?)"
+    assert not (tmp_path / "o").exists()
