@@ -34,6 +34,7 @@ from cgstvg.data.shard_reader import iter_split_samples, verified_manifest
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed
 from cgstvg.engine.features import (
+    FEATURE_LAYOUT,
     FeatureExtractor,
     extract_shard,
     extract_split,
@@ -188,6 +189,7 @@ def _run(args: argparse.Namespace, mapper) -> dict:
             "features": names,
             "motion_init": sha256_file(Path(motion_init)) if motion_init is not None else None,
             "batch_frames": extractor.batch_frames,
+            "layout": FEATURE_LAYOUT,
             "device": device.type,
             "amp": extractor.amp,
             "tokenizer": ({p.name: sha256_file(p) for p in sorted(tokenizer.iterdir())} if tokenizer else None),

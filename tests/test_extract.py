@@ -120,6 +120,46 @@ def test_cached_features_follow_the_crop_and_the_flip():
         CachedFeatureAugment(TrainAugment(scales=(32,)))
 
 
+def test_a_flip_takes_the_motion_of_the_mirrored_frames():
+    """Flipping the cached motion would keep every motion's direction while the sentence swaps 'left' and 'right'."""
+    n = 10
+    frames = torch.zeros(n, 3, 4, 6, dtype=torch.uint8)
+    motion = torch.arange(n * 24, dtype=torch.float32).view(n, 1, 4, 6)
+    clip = {
+        "frames": frames,
+        "frame_ids": torch.arange(n),
+        "actioness": torch.zeros(n),
+        "gt_indices": torch.tensor([4, 5, 6]),
+        "boxes": torch.tensor([[0.25, 0.5, 0.1, 0.1]] * 3),
+        "sentence": "the red square moves left",
+        "meta": {"sample_id": "s"},
+        "features": {"motion": motion, "motion.flipped": -motion},
+    }
+    crop_and_flip = CachedFeatureAugment(TrainAugment(flip_prob=1.0, temporal_crop_prob=1.0, scales=()))
+    out = crop_and_flip(clip, random.Random(3))
+    kept = out["frames"].shape[0]
+    start = int(clip["gt_indices"][0]) - int(out["gt_indices"][0])
+    torch.testing.assert_close(out["features"]["motion"], -motion[start : start + kept])  # not mirrored again
+    assert "motion.flipped" not in out["features"]
+    no_flip = CachedFeatureAugment(TrainAugment(flip_prob=0.0, temporal_crop_prob=0.0, scales=()))
+    assert torch.equal(no_flip(clip, random.Random(0))["features"]["motion"], motion)
+
+
+def test_training_samples_carry_the_swin_of_their_mirrored_frames(shards, tmp_path):
+    extractor = _extractor()
+    extract_split(shards / "train", tmp_path / "f", extractor, "fp")
+    loader = FeatureShardLoader(shards / "train", tmp_path / "f", features=("motion",), batch_size=1, train=False)
+    sample = next(iter(loader))
+    assert "motion.flipped" not in sample["features"]  # nothing flips without the training augmentation
+    members = extractor.shard_members(str(shards / "train" / "shard-000000.tar"))[0]
+    motion = load_npy(members["motion.npy"], "motion")
+    mirrored = load_npy(members["motion.flipped.npy"], "motion.flipped")
+    frames = sample["frames"][0][: motion.shape[0]]
+    direct = extractor._motion([frames.flip(-1)])[0].half().float()
+    torch.testing.assert_close(mirrored, direct, atol=2e-3, rtol=1e-2)
+    assert not torch.allclose(mirrored, motion.flip(-1), atol=1e-2)  # a mirrored video is not mirrored features
+
+
 def test_extract_stage_writes_tokenizer_weights_and_summary(shards):
     workdir = shards.parents[2]
     summary = run_stage("extract", workdir, workdir / "params.yaml")

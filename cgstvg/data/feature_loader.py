@@ -9,9 +9,11 @@ hold the same keys in the same order; a mismatch is an error naming both files).
 - `features["text"]`: (B, L, C_t) and `features["text_mask"]`: (B, L) bool, True = padding token.
 
 Training augmentation is the shard reader's `TrainAugment`, drawn with the same random numbers; the features
-follow the frames: a temporal crop slices them, a flip mirrors their width (an approximation: a backbone of a
-mirrored video is not exactly the mirror of its features) and picks the features of the left/right-swapped
-sentence. Multi-scale resizing cannot keep cached features on the frames' grid and is refused.
+follow the frames: a temporal crop slices them, and a flip takes the motion features that `extract` computed on
+the mirrored frames (`motion.flipped`: mirroring the cached ones would keep every motion's direction while the
+sentence's 'left' and 'right' swap), mirrors the width of the others (appearance: a CNN of a mirrored frame is
+close to the mirror of its features) and picks the features of the left/right-swapped sentence. Multi-scale
+resizing cannot keep cached features on the frames' grid and is refused.
 
 Before any batch, the feature shards are verified like the frame shards (`verify_shards`: size, sha256 and sample
 count of each against the feature manifest), and each one's marker must name the sha256 of the frame shard it is
@@ -63,11 +65,14 @@ class CachedFeatureAugment:
         if flipped:
             clip = hflip(clip)
         feats = dict(clip["features"])
+        mirrored = {name: feats.pop(f"{name}.flipped", None) for name in FRAME_ALIGNED}
         n = clip["frames"].shape[0]
         for name in FRAME_ALIGNED:
             if name in feats:
+                if flipped and mirrored[name] is not None:
+                    feats[name] = mirrored[name]  # computed on the mirrored frames
                 feats[name] = feats[name][start : start + n]
-                if flipped:
+                if flipped and mirrored[name] is None:
                     feats[name] = feats[name].flip(-1)
         if flipped and "text" in feats:
             feats["text"] = feats.pop("text.flipped", feats["text"])
@@ -160,6 +165,8 @@ class FeatureShardLoader(ShardLoader):
                     continue
                 name = member[: -len(".npy")]
                 base = name.split(".")[0]
+                if name.endswith(".flipped") and name != "text.flipped" and self.augment is None:
+                    continue  # only the training flip reads the features of the mirrored frames
                 if base in self.features or (base == "motion" and name.startswith("motion.pass")):
                     feats[name] = load_npy(data, f"{sample['features_url']}: {sample['__key__']}.{member}")
             for name in self.features:

@@ -5,6 +5,9 @@ shard `<frames>/shard-NNNNNN.tar` a feature shard `<out>/shard-NNNNNN.tar` holds
 order, under the same keys, with these members (all `.npy` are float16, loaded with `allow_pickle=False`):
 - `json`: `{"sample_id", "frames": T, "passes": P, "features": {name: shape}}`;
 - `motion.npy`: (T, C_m, H', W'), Video Swin over all T stored frames, one clip;
+- `motion.flipped.npy`: (T, C_m, H', W') for a one-pass sample, the Swin over the horizontally mirrored frames:
+  what the training flip feeds the release's online Swin. Mirroring `motion.npy` instead would keep the
+  direction of every motion (a clip flipped to "moves right" would still carry features of moving left);
 - `motion.pass{k}.npy`: (T_k, C_m, H', W') for k < P when the sample has P = `eval_passes` > 1: Swin over the
   frames `[k::P]` only, the clip that pass k of the release's evaluation feeds it (its windows span other frames);
 - `appearance.npy`: (T, C_a, H', W') when the appearance backbone is frozen (per frame, so passes just slice it);
@@ -87,6 +90,10 @@ def _groups(clips: list[dict], batch_frames: int) -> Iterator[list[dict]]:
         yield group
 
 
+# Bumped when the members of a feature shard change for the same settings, so older shards are recomputed.
+FEATURE_LAYOUT = 2  # 2: `motion.flipped`
+
+
 class FeatureExtractor:
     """Computes the feature members of the samples of one shard (see the module docstring)."""
 
@@ -142,6 +149,9 @@ class FeatureExtractor:
             frames = [c["frames"] for c in group]
             for k, f in zip(keys, self._motion(frames)):
                 feats[k]["motion"] = f
+            if group[0]["passes"] == 1:  # evaluation passes are never flipped
+                for k, f in zip(keys, self._motion([f.flip(-1) for f in frames])):
+                    feats[k]["motion.flipped"] = f
             if self.backbones.appearance is not None:
                 for k, f in zip(keys, self._appearance(frames)):
                     feats[k]["appearance"] = f
