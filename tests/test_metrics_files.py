@@ -94,7 +94,7 @@ def test_dvc_metrics_show_fits_120_columns():
 
 def test_dvc_metrics_diff_against_head_and_on_the_detail_file():
     _run_dvc("metrics", "diff", "HEAD")
-    rows = _run_dvc("metrics", "diff", "--all", "--targets", DETAIL, "HEAD").splitlines()
+    rows = _run_dvc("metrics", "diff", "HEAD", "--all", "--targets", DETAIL).splitlines()
     assert any("baselines.oracle_segment_centred_box.m_vIoU" in r for r in rows)
 
 
