@@ -137,6 +137,17 @@ def pipeline_stages(repo: str | os.PathLike) -> list[str]:
     return list(stages)
 
 
+def stage_metrics_files(repo: str | os.PathLike) -> dict[str, str]:
+    """{metrics file: the stage that writes it} for the `metrics:` entries of the stages in `dvc.yaml`."""
+    stages = (yaml.safe_load((Path(repo) / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    return {
+        path: name
+        for name, stage in stages.items()
+        for entry in (stage or {}).get("metrics") or []
+        for path in ([entry] if isinstance(entry, str) else entry)
+    }
+
+
 # OSErrors that no retry cures: the input is missing or the path is wrong.
 _PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -245,7 +256,8 @@ def exp_run(name: str, overrides: list[str], repo: str, targets: list[str] | Non
 
 @task(task_run_name="dvc metrics diff {baseline}")
 def metrics_diff(baseline: str, repo: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """`dvc metrics diff --json <baseline>`: {metrics file: {metric: {old, new, diff}}} for the workspace."""
+    """`dvc metrics diff --all --json <baseline>`: {metrics file: {metric: {old, new, diff}}}, the workspace against
+    the baseline, unchanged scores included; dvc.yaml declares only the headline scores as metrics."""
     return dvc_json(["metrics", "diff", "--all", baseline], repo)
 
 

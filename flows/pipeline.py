@@ -33,6 +33,7 @@ from flows.dvc_tasks import (
     pull,
     push,
     repro_stage,
+    stage_metrics_files,
     with_retries,
 )
 from flows.fanout import run_fan_out, supports_fan_out
@@ -114,7 +115,8 @@ def pipeline(
         exp_record(experiment, list(ran), root)
     rev = baseline or settings.baseline
     diff = metrics_diff(rev, root)
-    markdown = publish_metrics_diff(diff, rev)
+    stale = [path for path, stage in stage_metrics_files(root).items() if stage not in ran]
+    markdown = publish_metrics_diff(diff, rev, stale)
     if push_after:
         push(root)
         if experiment:
