@@ -72,7 +72,8 @@ def metrics_diff_table(
         note = " (its stage did not run in this flow: the workspace's values)" if path in stale_files else ""
         rows = [
             [_code(name), _fmt(v.get("old")), _fmt(v.get("new")), _fmt_change(v.get("diff"))]
-            for name, v in diff[path].items()
+            # the paper's order (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5), then the counts
+            for name, v in sorted(diff[path].items(), key=lambda item: (item[0].rsplit(".", 1)[-1] == "n", item[0]))
         ]
         sections.append(f"{_code(path)}{note}\n\n" + _table(["metric", _code(baseline), current, "change"], rows))
     title = f"### Scores against `{baseline}`\n\n"
