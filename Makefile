@@ -6,7 +6,7 @@ PYTHON ?= python
 BENCH_SELF_CONTAINED := bench/data_feed.py bench/localization.py bench/model_forward.py bench/train_step.py
 BENCH_ON_OUTPUTS := bench/step_profile.py bench/checkpoint_curve.py
 
-.PHONY: lint format test test-fast repro bench bench-outputs bench-list
+.PHONY: lint format test test-fast repro scores exp-show bench bench-outputs bench-list figures
 
 lint:
 	ruff check .
@@ -26,6 +26,20 @@ test-fast:
 
 repro:
 	dvc repro
+
+# The headline scores (outputs/evaluate/metrics.json), then every score (metrics_detail.json), one per row.
+scores:
+	dvc metrics show
+	dvc metrics diff --all --targets outputs/evaluate/metrics_detail.json
+
+# The experiments of HEAD with their headline scores, in 120 columns (`dvc exp show` alone prints every param and
+# dep); `make exp-show EXP_ARGS=-A` for the experiments of every commit. tests/test_metrics_files.py runs this line.
+exp-show:
+	dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|model\.(m_|vIoU)' $(EXP_ARGS)
+
+# The README figures made from files in docs/ (matplotlib, headless).
+figures:
+	$(PYTHON) docs/plot_learning_curves.py
 
 # Each script prints one JSON object as its last line (see CONTRIBUTING.md); they run one after the other.
 bench:

@@ -45,21 +45,41 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def metrics_diff_table(diff: Mapping[str, Mapping[str, Mapping[str, Any]]], baseline: str) -> str:
-    """Markdown for `dvc metrics diff --json`: one row per (file, metric) with baseline, this run and the change.
+def _code(text: Any) -> str:
+    """Inline code: metric names such as `model.vIoU@0.3` would otherwise render as mailto links."""
+    return f"`{str(text).replace('`', '')}`"
+
+
+def metrics_diff_table(
+    diff: Mapping[str, Mapping[str, Mapping[str, Any]]], baseline: str, stale: Iterable[str] = ()
+) -> str:
+    """Markdown for `dvc metrics diff --all --json`: per metrics file, one row per score with the baseline's value,
+    this run's and the change.
 
     `diff` is {metrics file: {metric name: {"old": x, "new": y, "diff": y - x}}}; a metric new in this run has no
-    "old" and one gone from it has no "new".
+    "old" and one gone from it has no "new". dvc.yaml declares only the headline scores as metrics
+    (`outputs/evaluate/metrics.json`: the model's m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5 and n), so the table is a
+    few rows. `stale` names the files whose stage did not run in this flow: their column says "workspace", as the
+    values are whatever an earlier run left there. Metric names and paths are code spans, so that names with an
+    `@` do not render as mail links.
     """
-    title = f"### Metrics: this run against `{baseline}`\n\n"
-    rows = [
-        [path, name, _fmt(v.get("old")), _fmt(v.get("new")), _fmt_change(v.get("diff"))]
-        for path in sorted(diff)
-        for name, v in sorted(diff[path].items())
-    ]
-    if not rows:
-        return title + "No metrics: the stages run so far declare none in dvc.yaml, or none changed.\n"
-    return title + _table(["file", "metric", baseline, "this run", "change"], rows) + "\n"
+    stale_files = set(stale)
+    sections = []
+    for path in sorted(diff):
+        if not diff[path]:
+            continue
+        current = "workspace" if path in stale_files else "this run"
+        note = " (its stage did not run in this flow: the workspace's values)" if path in stale_files else ""
+        rows = [
+            [_code(name), _fmt(v.get("old")), _fmt(v.get("new")), _fmt_change(v.get("diff"))]
+            # the paper's order (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5), then the counts
+            for name, v in sorted(diff[path].items(), key=lambda item: (item[0].rsplit(".", 1)[-1] == "n", item[0]))
+        ]
+        sections.append(f"{_code(path)}{note}\n\n" + _table(["metric", _code(baseline), current, "change"], rows))
+    title = f"### Scores against `{baseline}`\n\n"
+    if not sections:
+        return title + "No scores: the stages run so far declare no metrics in dvc.yaml.\n"
+    return title + "\n\n".join(sections) + "\n"
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -122,17 +142,17 @@ def sweep_table(
             [variant, experiment_names[variant], " ".join(f"`{o}`" for o in overrides) or "—"]
             + [_fmt(metrics.get(m)) for m in metric_names]
         )
-    header = ["variant", "experiment", "overrides", *(re.sub(r"^.*?:", "", m) for m in metric_names)]
+    header = ["variant", "experiment", "overrides", *(_code(re.sub(r"^.*?:", "", m)) for m in metric_names)]
     files = sorted({m.split(":", 1)[0] for m in metric_names})
     note = f"Metrics from {', '.join(f'`{f}`' for f in files)}." if files else "No experiment wrote metrics."
     return "### Sweep: one DVC experiment per variant\n\n" + _table(header, rows) + f"\n\n{note}\n"
 
 
-def publish_metrics_diff(diff: Mapping[str, Any], baseline: str) -> str:
-    """Publish the metrics table as the run's markdown artifact; return its markdown."""
-    markdown = metrics_diff_table(diff, baseline)
+def publish_metrics_diff(diff: Mapping[str, Any], baseline: str, stale: Iterable[str] = ()) -> str:
+    """Publish the scores table as the run's markdown artifact; return its markdown."""
+    markdown = metrics_diff_table(diff, baseline, stale)
     create_markdown_artifact(
-        key=METRICS_ARTIFACT_KEY, markdown=markdown, description=f"dvc metrics diff against {baseline}"
+        key=METRICS_ARTIFACT_KEY, markdown=markdown, description=f"headline scores against {baseline}"
     )
     return markdown
 

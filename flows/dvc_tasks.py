@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,6 +138,17 @@ def pipeline_stages(repo: str | os.PathLike) -> list[str]:
     return list(stages)
 
 
+def stage_metrics_files(repo: str | os.PathLike) -> dict[str, str]:
+    """{metrics file: the stage that writes it} for the `metrics:` entries of the stages in `dvc.yaml`."""
+    stages = (yaml.safe_load((Path(repo) / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    return {
+        path: name
+        for name, stage in stages.items()
+        for entry in (stage or {}).get("metrics") or []
+        for path in ([entry] if isinstance(entry, str) else entry)
+    }
+
+
 # OSErrors that no retry cures: the input is missing or the path is wrong.
 _PERMANENT_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -185,19 +197,82 @@ def commit_stage(stage: str, repo: str) -> str:
     return dvc(["commit", "--force", stage], repo)
 
 
+class OverrideError(ValueError):
+    """A `--set` override that names no key of its params file, does not parse, or gives a value the params
+    schema refuses; the message is one line naming the override and the key."""
+
+
+def _dotted_keys(tree: Any, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict):
+        return []
+    out = []
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out += [name, *_dotted_keys(value, name)]
+    return out
+
+
+def _no_such_key(item: str, key: str, path: Path, keys: list[str]) -> OverrideError:
+    section, _, _ = key.partition(".")
+    leaf = key.rsplit(".", 1)[-1]
+    near = sorted((k for k in keys if k.rsplit(".", 1)[-1] == leaf and k.partition(".")[0] == section), key=len)[:3]
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    return OverrideError(f"--set {item}: {path} has no key {key!r}{hint}")
+
+
+def check_param_overrides(overrides: Sequence[str], repo: str | os.PathLike) -> None:
+    """Check `dvc exp run -S` style overrides without writing anything: each plain `key=value` must name a key
+    that exists (`+key=value` adds one), DVC's override parser must accept it, and params.yaml with the overrides
+    applied must pass `load_params` (the schema of cgstvg.utils.params_schema). Raises a one-line
+    `OverrideError`."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides
+
+    from cgstvg.utils.params import load_params
+    from cgstvg.utils.params_schema import ParamsError
+
+    for path, items in to_path_overrides(list(overrides)).items():
+        target = Path(repo) / path
+        if not target.exists():
+            raise OverrideError(f"--set {' '.join(items)}: no params file {target}")
+        keys = _dotted_keys(yaml.safe_load(target.read_text()) or {})
+        for item in items:
+            key = item.split("=", 1)[0]
+            if "=" not in item and not item.startswith("~"):
+                raise OverrideError(f"--set {item}: expected KEY=VALUE (a dotted key of {target.name})")
+            if "=" in item and not key.startswith("+") and key.lstrip("~") not in keys:
+                raise _no_such_key(item, key.lstrip("~"), target, keys)
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / target.name
+            shutil.copyfile(target, copy)
+            try:
+                apply_overrides(copy, items)
+            except InvalidArgumentError as err:
+                cause = err.__cause__ or err.__context__ or err
+                first = str(cause).strip().splitlines()[0] if str(cause).strip() else str(err)
+                raise OverrideError(f"--set {' '.join(items)}: {first}") from None
+            if target.name == "params.yaml":  # the pipeline's params file; other files have no schema
+                try:
+                    load_params(copy)
+                except ParamsError as err:
+                    problems = str(err).replace(str(copy), str(target))
+                    raise OverrideError(f"--set {' '.join(items)}: {problems}") from None
+
+
 @task(task_run_name="apply params overrides")
 def apply_param_overrides(overrides: list[str], repo: str) -> list[str]:
     """Apply `dvc exp run -S` style overrides (`section.key=value`, `file.yaml:key=value`) to the params files.
 
     DVC's own override code does the editing, so the syntax and the YAML written match `dvc exp run -S` exactly.
+    The overrides are checked first (`check_param_overrides`), so a bad one leaves every file as it was.
     """
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import apply_overrides
 
+    check_param_overrides(overrides, repo)
     for path, items in to_path_overrides(overrides).items():
         target = Path(repo) / path
-        if not target.exists():
-            raise FileNotFoundError(f"{target}: params file named in overrides {items} does not exist")
         apply_overrides(target, items)
         _logger().info("%s: applied %s", target, items)
     return overrides
@@ -245,7 +320,8 @@ def exp_run(name: str, overrides: list[str], repo: str, targets: list[str] | Non
 
 @task(task_run_name="dvc metrics diff {baseline}")
 def metrics_diff(baseline: str, repo: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """`dvc metrics diff --json <baseline>`: {metrics file: {metric: {old, new, diff}}} for the workspace."""
+    """`dvc metrics diff --all --json <baseline>`: {metrics file: {metric: {old, new, diff}}}, the workspace against
+    the baseline, unchanged scores included; dvc.yaml declares only the headline scores as metrics."""
     return dvc_json(["metrics", "diff", "--all", baseline], repo)
 
 

@@ -3,14 +3,16 @@
     python -m flows.pipeline                                   # every stage of dvc.yaml, like `dvc repro`
     python -m flows.pipeline --stages synthesize normalize     # some stages (each pulls in what it depends on)
     python -m flows.pipeline --set train.epochs=2 --name short # overrides, recorded as a DVC experiment
+    python -m flows.pipeline --set train.optim.lr=1e-4 --set model.context_mode=none --name lr-ctx
 
 Each stage is one `dvc repro <stage>` task (a no-op when DVC has it cached), in dvc.yaml order. Two stages may
 run differently, both ending in `dvc commit` so dvc.lock and the cache are as after `dvc repro`:
 - a stage listed in `flows.fanout` has its per-item work mapped over Prefect tasks (flows/fanout.py);
 - `train` runs under torchrun when `flows.torchrun` asks for more than one process (flows/launch.py).
-Overrides are applied to params.yaml with DVC's own `-S` code; with overrides or a name the result is saved as a
-DVC experiment (`dvc exp run -n <name>` once the stages are up to date), so `dvc exp show`, `dvc exp push` and
-`dvc exp apply` see it.
+Overrides are checked first (a key params.yaml lacks, or a value its schema refuses, is one line naming it, and
+nothing is written), then applied to params.yaml with DVC's own `-S` code; with overrides or a name the result is
+saved as a DVC experiment (`dvc exp run -n <name>` once the stages are up to date), so `dvc exp show`,
+`dvc exp push` and `dvc exp apply` see it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from prefect import flow, get_run_logger
 
 from flows.artifacts import publish_metrics_diff
 from flows.dvc_tasks import (
+    OverrideError,
     apply_param_overrides,
+    check_param_overrides,
     commit_stage,
     dvc_json,
     exp_push,
@@ -33,6 +37,7 @@ from flows.dvc_tasks import (
     pull,
     push,
     repro_stage,
+    stage_metrics_files,
     with_retries,
 )
 from flows.fanout import run_fan_out, supports_fan_out
@@ -114,7 +119,8 @@ def pipeline(
         exp_record(experiment, list(ran), root)
     rev = baseline or settings.baseline
     diff = metrics_diff(rev, root)
-    markdown = publish_metrics_diff(diff, rev)
+    stale = [path for path, stage in stage_metrics_files(root).items() if stage not in ran]
+    markdown = publish_metrics_diff(diff, rev, stale)
     if push_after:
         push(root)
         if experiment:
@@ -122,15 +128,44 @@ def pipeline(
     return {"stages": ran, "metrics_diff": diff, "markdown": markdown}
 
 
-def _parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run the DVC pipeline as a Prefect flow.")
+SET_EXAMPLE = "train.optim.lr=1e-4"
+# The usage lines of the module docstring (each `python -m flows.pipeline ...`), shown by --help.
+EXAMPLES = "\n".join(line for line in __doc__.splitlines() if line.lstrip().startswith("python -m flows.pipeline"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.pipeline",
+        description="Run the DVC pipeline as a Prefect flow.",
+        epilog="examples:\n" + EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--stages", nargs="+", help="stages to run (default: all of dvc.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="override, e.g. train.lr=1e-4")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a params.yaml key (dotted, as `dvc exp run -S`), e.g. {SET_EXAMPLE}; repeatable",
+    )
     parser.add_argument("--name", dest="experiment", help="save the run as a DVC experiment with this name")
     parser.add_argument("--baseline", help="git rev to diff metrics against (default: flows.baseline)")
     parser.add_argument("--pull-first", action="store_true", help="`dvc pull` before the stages")
     parser.add_argument("--push-after", action="store_true", help="`dvc push` (and `dvc exp push`) afterwards")
-    return parser.parse_args(argv)
+    return parser
+
+
+def _parse(argv: list[str] | None = None, repo: str | Path = REPO) -> argparse.Namespace:
+    """The command line, with the `--set` overrides checked against params.yaml (nothing is written): a bad one
+    exits with one line naming it, before any Prefect server or stage starts."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        check_param_overrides(args.overrides, repo)
+    except OverrideError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    return args
 
 
 if __name__ == "__main__":

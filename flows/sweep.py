@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow
 
 from flows.artifacts import publish_sweep, sweep_table
-from flows.dvc_tasks import exp_push, exp_run, exp_show, with_retries
+from flows.dvc_tasks import check_param_overrides, exp_push, exp_run, exp_show, with_retries
 from flows.settings import load_flow_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +50,8 @@ def sweep(
     variants = dict(variants if variants is not None else settings.sweep)
     if not variants:
         raise ValueError(f"{root}/params.yaml: flows.sweep lists no variants and none were passed")
+    for overrides in variants.values():  # every variant's overrides, before the first experiment starts
+        check_param_overrides(overrides, root)
     names = {variant: experiment_name(name, variant) for variant in variants}
     # A variant that dies on a pre-empted node or a flaky disk is rerun like the `train` stage.
     run = with_retries(exp_run, settings.retries.get("train", 0), settings.retry_backoff_s)

@@ -8,18 +8,22 @@ Reads `train.dataset` (the dataset evaluated), `train.input` (which features are
 `split`, `protocol` (two_pass: the release's two interleaved passes; single_pass), `metric_protocol` (release:
 the authors' evaluator, quirks included; strict: the inclusive-end off-by-one fixed), `batch_size`, `renders`.
 Writes (rank 0):
-- `<out>/metrics.json` for `dvc metrics`: `model` (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5, gt_vIoU, ..., n, and
-  per qtype on VidSTG) and the same keys for `whole_clip_centred_box` and `oracle_segment_centred_box`;
+- `<out>/metrics.json` for `dvc metrics`, the headline: `model` (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5, n) only, so
+  that `dvc metrics show`, `dvc metrics diff` and `dvc exp show` stay readable;
+- `<out>/metrics_detail.json`, every score: `model` (the headline keys, gt_vIoU, gt_vIoU@R and on VidSTG `qtype`:
+  the same per declar / inter), `baselines` (the same for `whole_clip_centred_box` and
+  `oracle_segment_centred_box`) and `subsets` (below); `dvc metrics show --targets` reads it
+  (layout: `cgstvg.evaluation.report`);
 - `<out>/predictions.parquet`: one row per sample (GT tube, predicted segment [start, end), boxes from
   `box_first_frame` on, tIoU, vIoU, gt_vIoU);
 - `<out>/plots/viou_histogram.csv`, `<out>/plots/tiou_viou.csv` for `dvc plots`;
 - `<out>/renders/<i>_<sample_id>.gif`: `renders` samples spread from the lowest vIoU (i = 0) to the highest (GT
   green, prediction red, per-frame IoU in the caption).
 
-With `--clips` (the synthetic default's `clips.parquet`), `metrics.json` also holds `subsets`: the model's scores
-on the clips of each flag (`hard`: a same-colour and a same-shape distractor; `decoy`: the target also performs
-another action), matched by dataset, split and video id; clips of other datasets (real data) match nothing and add
-no subset.
+With `--clips` (the synthetic default's `clips.parquet`), `metrics_detail.json` also holds `subsets`: the model's
+scores on the clips of each flag (`hard`: a same-colour and a same-shape distractor; `decoy`: the target also
+performs another action), matched by dataset, split and video id; clips of other datasets (real data) match nothing
+and add no subset.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from cgstvg.engine.distributed import init_distributed, shutdown_distributed
 from cgstvg.engine.frozen_backbones import cached_features, input_mode
 from cgstvg.evaluation.evaluate_loop import GroundTruth, evaluate_baselines, evaluate_model
 from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
+from cgstvg.evaluation.report import DETAIL_FILE, HEADLINE_FILE, detail, headline
 from cgstvg.inference.checkpoint import load_grounding_model
 from cgstvg.utils.atomic import write_json, write_parquet
 from cgstvg.utils.integrity import IntegrityError
@@ -177,14 +182,12 @@ def main(argv: list[str] | None = None) -> dict:
         summary, rows = evaluate_model(
             model, loader, gt, env, protocol=cfg["protocol"], amp=bool(cfg.get("amp", True)), **options
         )
-        metrics = {"model": summary}
+        metrics = detail(summary, {})
         if env.is_main:
             train_gt = read_ground_truth(args.normalized / dataset / "train.parquet").values()
-            metrics.update(evaluate_baselines(gt, train_gt, **options))
-            subsets = subset_metrics(rows, args.clips)
-            if subsets:
-                metrics["subsets"] = subsets
-            write_json(args.out / "metrics.json", metrics)
+            metrics = detail(summary, evaluate_baselines(gt, train_gt, **options), subset_metrics(rows, args.clips))
+            write_json(args.out / HEADLINE_FILE, headline(summary))
+            write_json(args.out / DETAIL_FILE, metrics)
             write_parquet(args.out / "predictions.parquet", pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
             per_sample_plot_data(
                 args.out / "plots", [r["tIoU"] for r in rows], [r["vIoU"] for r in rows], [r["sample_id"] for r in rows]
@@ -197,15 +200,14 @@ def main(argv: list[str] | None = None) -> dict:
                 f"evaluate: {dataset}/{split} ({cfg['protocol']}, {len(rows)} samples): m_tIoU {m['m_tIoU']:.4f} "
                 f"m_vIoU {m['m_vIoU']:.4f} vIoU@0.3 {m['vIoU@0.3']:.4f} vIoU@0.5 {m['vIoU@0.5']:.4f}"
             )
-            for kind in ("whole_clip_centred_box", "oracle_segment_centred_box"):
-                b = metrics[kind]
+            for kind, b in metrics["baselines"].items():
                 print(
                     f"evaluate: baseline {kind}: m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
                     f"vIoU@0.3 {b['vIoU@0.3']:.4f}"
                 )
             for flag, b in metrics.get("subsets", {}).items():
                 print(
-                    f"evaluate: {flag} clips ({b['n']:.0f}): m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
+                    f"evaluate: {flag} clips ({b['n']}): m_tIoU {b['m_tIoU']:.4f} m_vIoU {b['m_vIoU']:.4f} "
                     f"vIoU@0.3 {b['vIoU@0.3']:.4f} vIoU@0.5 {b['vIoU@0.5']:.4f}"
                 )
         return metrics

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cgstvg.evaluation.report import HEADLINE_KEYS
 from cgstvg.inference.checkpoint import load_grounding_model
 from pipeline_support import run_stage, tiny_params, write_params
 
@@ -27,14 +28,18 @@ def run(tmp_path_factory):
 
 def test_metrics_score_the_model_beside_the_baselines(run):
     _, out, results = run
-    metrics = json.loads((out / "evaluate" / "metrics.json").read_text())
-    assert metrics == json.loads(json.dumps(results["evaluate"]))
-    assert set(metrics) == {"model", "whole_clip_centred_box", "oracle_segment_centred_box"}
-    for scores in metrics.values():
-        assert METRIC_KEYS <= set(scores) and scores["n"] == 4.0
+    headline = json.loads((out / "evaluate" / "metrics.json").read_text())
+    detail = json.loads((out / "evaluate" / "metrics_detail.json").read_text())
+    assert detail == json.loads(json.dumps(results["evaluate"]))
+    # the headline is the model's four scores and n, the same values as in the detail file
+    assert headline == {"model": {k: detail["model"][k] for k in HEADLINE_KEYS}}
+    assert set(detail) == {"model", "baselines"}  # no --clips: no subsets
+    assert set(detail["baselines"]) == {"whole_clip_centred_box", "oracle_segment_centred_box"}
+    for scores in (detail["model"], *detail["baselines"].values()):
+        assert METRIC_KEYS <= set(scores) and scores["n"] == 4
         assert all(0.0 <= v <= 1.0 for k, v in scores.items() if k != "n")
     # the oracle segment is a perfect temporal answer, up to the release's inclusive-end quirk
-    assert metrics["oracle_segment_centred_box"]["m_tIoU"] > 0.8
+    assert detail["baselines"]["oracle_segment_centred_box"]["m_tIoU"] > 0.8
 
 
 def test_predictions_plots_and_renders(run):

@@ -136,7 +136,7 @@ def test_deployed_pipeline_runs_on_a_local_server_and_publishes_metrics(tmp_path
                 )
             )
         pairs = json.loads((repo / "metrics/pairs.json").read_text())["pairs"]
-        assert f"| metrics/pairs.json | pairs | — | {pairs} |" in artifact.data
+        assert f"| `pairs` | — | {pairs} | — |" in artifact.data
         lock = yaml.safe_load((repo / "dvc.lock").read_text())
         assert {"synthesize", "normalize", "pairs"} <= set(lock["stages"])
     finally:

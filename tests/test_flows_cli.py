@@ -1,0 +1,76 @@
+"""`python -m flows.pipeline`'s command line: the examples of its --help parse and their `--set` overrides fit
+params.yaml; a bad `--set` is one line naming the key, and nothing is written. No stage and no Prefect server run."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.dvc_tasks import OverrideError, check_param_overrides
+from flows.pipeline import EXAMPLES, SET_EXAMPLE, _parse, _parser
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    shutil.copyfile(REPO / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def test_help_shows_the_set_example_and_the_usage_lines():
+    text = _parser().format_help()
+    assert f"e.g. {SET_EXAMPLE}" in text
+    assert EXAMPLES and all(line in text for line in EXAMPLES.splitlines())
+
+
+def test_every_help_example_parses_and_its_overrides_fit_params_yaml(repo_copy):
+    before = (repo_copy / "params.yaml").read_text()
+    examples = [shlex.split(line.split("#")[0])[3:] for line in EXAMPLES.splitlines()]  # after `python -m ...`
+    assert ["--set", SET_EXAMPLE] == examples[-1][:2]
+    for argv in examples:
+        args = _parse(argv, repo=repo_copy)  # exits on a bad override
+        check_param_overrides(args.overrides, repo_copy)
+    assert _parse(["--set", SET_EXAMPLE], repo=repo_copy).overrides == [SET_EXAMPLE]
+    assert (repo_copy / "params.yaml").read_text() == before  # checked, not applied
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=1e-4", "has no key 'train.lr'; did you mean train.optim.lr"),  # the old --help example
+        ("nosuch.key=1", "has no key 'nosuch.key'"),
+        ("train.optim.lr=abc", "params.yaml:train.optim.lr: expected a number"),  # the params schema
+        ("+train.lr=1e-4", "params.yaml:train: unknown key 'lr'"),  # added keys go through the schema too
+        ("train.optim.lr", "expected KEY=VALUE"),
+    ],
+)
+def test_a_bad_override_is_one_line_naming_it(repo_copy, override, message):
+    before = (repo_copy / "params.yaml").read_text()
+    with pytest.raises(OverrideError) as err:
+        check_param_overrides([override], repo_copy)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"--set {override}: ") and message in text
+    assert (repo_copy / "params.yaml").read_text() == before
+
+
+def test_the_command_line_exits_with_one_line_before_any_stage_runs():
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline", "--set", "train.lr=1e-4"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert "--set train.lr=1e-4" in proc.stderr and "train.optim.lr" in proc.stderr
