@@ -98,7 +98,7 @@ def _frames(pool: ActionWindows | ObjectActionWindows, ids: np.ndarray) -> Tenso
 
 
 def _logits_and_labels(
-    model: ActionClassifier | ObjectActionClassifier, pool: ActionWindows | ObjectActionWindows, ids: np.ndarray
+    model: nn.Module, pool: ActionWindows | ObjectActionWindows, ids: np.ndarray
 ) -> tuple[Tensor, Tensor]:
     """Logits and labels of the samples `ids`, flattened to (N, classes) and (N,); absent objects dropped."""
     windows = _frames(pool, ids)
