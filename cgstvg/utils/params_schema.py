@@ -20,6 +20,7 @@ checks that they agree, and that every key of the shipped params.yaml is here an
 
 from __future__ import annotations
 
+import abc
 import difflib
 import math
 import re
@@ -67,13 +68,14 @@ def _range(low: float | None, high: float | None, low_open: bool = False, high_o
     return ""
 
 
-class Spec:
+class Spec(abc.ABC):
     """One value's type; `check` appends (path, message) problems and returns the value (normalised)."""
 
     nullable: bool = False
 
+    @abc.abstractmethod
     def describe(self, plural: bool = False) -> str:
-        raise NotImplementedError
+        """What the value must be, e.g. 'an integer' ('integers' when `plural`)."""
 
     def expected(self) -> str:
         return self.describe() + (" or null" if self.nullable else "")
@@ -85,8 +87,9 @@ class Spec:
             return value
         return self._check(value, path, problems)
 
+    @abc.abstractmethod
     def _check(self, value: Any, path: str, problems: Problems) -> Any:
-        raise NotImplementedError
+        """The check of a non-null value."""
 
     def _wrong(self, value: Any, path: str, problems: Problems) -> Any:
         problems.append((path, f"expected {self.expected()}, got {_show(value)}"))
