@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 
 from cgstvg.cli import main
-from cgstvg.inference.checkpoint import GroundingParams, load_grounding_model
+from cgstvg.inference.checkpoint import GroundingParams, load_grounding_model, save_grounding_checkpoint
 from cgstvg.inference.errors import CheckpointError
 from cgstvg.inference.ground import ground
 from ground_support import (
@@ -149,8 +149,40 @@ def test_boxes_over_the_frame_edge_are_clipped(files, tmp_path):
         last.weight.zero_()
         last.bias.copy_(torch.logit(torch.tensor([0.9, 0.9, 0.5, 0.5])))  # reaches 0.25 past the right/bottom
     state = torch.load(files["ckpt"], weights_only=True)
-    path = tmp_path / "edge.pt"
-    torch.save({**state, "model": model.state_dict()}, path)
+    path = save_grounding_checkpoint(tmp_path / "edge.pt", model.state_dict(), state["params"], files["tokenizer"])
     h, w = VIDEO_HW
     for box in ground(load_grounding_model(path), files["video"], SENTENCE).to_json()["boxes"]:
         assert box["box_xyxy"] == pytest.approx([0.65 * w, 0.65 * h, w, h], abs=1e-3)
+
+
+def test_a_flipped_weight_byte_is_refused_naming_the_file(files, tmp_path):
+    """torch's zip container does not notice changed tensor bytes; the recorded digest does."""
+    data = bytearray(files["ckpt"].read_bytes())
+    weight = load_grounding_model(files["ckpt"]).model.state_dict()["head.box_head.layers.0.weight"]
+    at = data.find(weight.numpy().tobytes())
+    assert at > 0  # stored uncompressed: the weight's bytes are in the file as they are in memory
+    data[at + 5] ^= 0x10
+    damaged = tmp_path / "model.pt"
+    damaged.write_bytes(bytes(data))
+    # the file still opens as a checkpoint: only the digest tells the weights changed
+    assert not torch.equal(torch.load(damaged, weights_only=True)["model"]["head.box_head.layers.0.weight"], weight)
+    with pytest.raises(CheckpointError, match=r"model\.pt: its weights, params or tokenizer hash to .* damaged"):
+        load_grounding_model(damaged)
+
+
+def test_the_digest_covers_params_and_tokenizer(files, tmp_path):
+    state = torch.load(files["ckpt"], weights_only=True)
+    assert len(state["digest"]) == 64
+    for edit in ("params", "tokenizer"):
+        changed = dict(state)
+        if edit == "params":
+            changed["params"] = {**state["params"], "protocol": "single_pass"}
+        else:
+            name = sorted(state["tokenizer"])[0]
+            changed["tokenizer"] = {**state["tokenizer"], name: state["tokenizer"][name].flip(0)}
+        torch.save(changed, tmp_path / f"{edit}.pt")
+        with pytest.raises(CheckpointError, match="damaged"):
+            load_grounding_model(tmp_path / f"{edit}.pt")
+    undigested = {k: v for k, v in state.items() if k != "digest"}  # older checkpoints load as before
+    torch.save(undigested, tmp_path / "old.pt")
+    assert load_grounding_model(tmp_path / "old.pt").params == load_grounding_model(files["ckpt"]).params

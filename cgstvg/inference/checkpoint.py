@@ -15,7 +15,12 @@ dict, so `torch.load(weights_only=True)` reads it):
       },
       "tokenizer": {file name: uint8 Tensor},   # the tokenizer directory's files (random-weight text backbone)
       "step": int,                        # optional: the training step
+      "digest": str,                      # sha256 of the weights, params and tokenizer (`content_digest`)
     }
+
+Verify on read: a checkpoint that records a `digest` is loaded only if its weights, params and tokenizer still hash
+to it, so a damaged `model.pt` (flipped bytes inside a tensor, which the zip container does not notice) is an
+error naming the file, never a silently different model.
 
 `load_grounding_model` also reads, in the same way:
 * the `train` stage's checkpoints (`cgstvg.engine.checkpoint`: `model` / `model_ema`, the latter an
@@ -31,6 +36,7 @@ dict, so `torch.load(weights_only=True)` reads it):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -176,6 +182,21 @@ class GroundingModel:
         return next(self.model.parameters()).device
 
 
+def content_digest(state: dict[str, Any]) -> str:
+    """sha256 over a grounding checkpoint's weights (names, dtypes, shapes, bytes, in name order), its params
+    (canonical JSON), its tokenizer files and its step: what the model computes, not how the file is laid out."""
+    h = hashlib.sha256()
+    for name in sorted(state["model"]):
+        t = state["model"][name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps(state.get("params"), sort_keys=True, default=str).encode())
+    for name in sorted(state.get("tokenizer") or {}):
+        h.update(name.encode() + b"|" + state["tokenizer"][name].numpy().tobytes())
+    h.update(str(state.get("step")).encode())
+    return h.hexdigest()
+
+
 def save_grounding_checkpoint(
     path: str | os.PathLike,
     state_dict: dict[str, Tensor],
@@ -203,6 +224,7 @@ def save_grounding_checkpoint(
         state["tokenizer"] = {p.name: torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files}
     if step is not None:
         state["step"] = int(step)
+    state["digest"] = content_digest(state)
     # Through a file object: torch.save names the zip's root folder after a path's stem, which is the random
     # temporary name here, so the same weights would give different bytes (and DVC hashes) on every run.
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -236,6 +258,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
     if obj.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {obj['format']!r}, this version reads {CHECKPOINT_FORMAT!r}")
+    if "digest" in obj:
+        _verify_digest(obj, path)
     for name in ("model_ema", "model"):  # the EMA weights are the ones the release evaluates
         if isinstance(obj.get(name), dict) and obj[name]:
             return obj, _plain_state_dict(obj[name], path)
@@ -245,6 +269,20 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         f"{path}: no state dict found (expected a 'model' or 'model_ema' entry, or a flat dict "
         f"of tensors; entries: {sorted(obj)[:10]})"
     )
+
+
+def _verify_digest(obj: dict[str, Any], path: Path) -> None:
+    """CheckpointError unless the checkpoint's content still hashes to the digest recorded when it was saved."""
+    model = obj.get("model")
+    if not isinstance(model, dict) or not all(isinstance(v, Tensor) for v in model.values()):
+        raise CheckpointError(f"{path}: records a digest but holds no plain state dict under 'model'")
+    recorded = obj["digest"]
+    found = content_digest(obj)
+    if found != recorded:
+        raise CheckpointError(
+            f"{path}: its weights, params or tokenizer hash to {found[:12]}..., the checkpoint records "
+            f"{str(recorded)[:12]}... (the file is damaged; rerun `train` or fetch it again)"
+        )
 
 
 def _plain_state_dict(state: dict[str, Any], path: Path) -> dict[str, Tensor]:
