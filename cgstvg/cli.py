@@ -146,10 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     from cgstvg.inference.errors import GroundingError
+    from cgstvg.utils.atomic import WriteError
 
     try:
         return args.func(args, parser)
-    except GroundingError as exc:
+    except (GroundingError, WriteError) as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

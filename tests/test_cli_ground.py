@@ -324,3 +324,9 @@ def test_console_script_exit_status_and_usage(files):
     with pytest.raises(SystemExit) as usage:
         main(["ground", "--batch", "pairs.csv", "--checkpoint", "m.pt"])  # a batch needs --out
     assert usage.value.code == 2
+
+
+def test_an_out_path_that_cannot_be_written_is_one_line(files, tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    assert _ground(files, "--out", str(tmp_path / "taken")) == 1
+    assert _error_line(capsys).endswith(f"{tmp_path / 'taken'}: cannot be written: it is a directory")
