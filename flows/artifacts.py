@@ -58,10 +58,10 @@ def metrics_diff_table(
 
     `diff` is {metrics file: {metric name: {"old": x, "new": y, "diff": y - x}}}; a metric new in this run has no
     "old" and one gone from it has no "new". dvc.yaml declares only the headline scores as metrics
-    (`outputs/evaluate/metrics.json`: the model's m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5 and n), so the table is a
-    few rows. `stale` names the files whose stage did not run in this flow: their column says "workspace", as the
-    values are whatever an earlier run left there. Metric names and paths are code spans, so that names with an
-    `@` do not render as mail links.
+    (`outputs/evaluate/metrics.json`: the model's m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5 and n, and `rejected`), so
+    the table is a few rows. `stale` names the files whose stage did not run in this flow: their column says
+    "workspace", as the values are whatever an earlier run left there. Metric names and paths are code spans, so
+    that names with an `@` do not render as mail links.
     """
     stale_files = set(stale)
     sections = []
@@ -72,14 +72,19 @@ def metrics_diff_table(
         note = " (its stage did not run in this flow: the workspace's values)" if path in stale_files else ""
         rows = [
             [_code(name), _fmt(v.get("old")), _fmt(v.get("new")), _fmt_change(v.get("diff"))]
-            # the paper's order (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5), then the counts
-            for name, v in sorted(diff[path].items(), key=lambda item: (item[0].rsplit(".", 1)[-1] == "n", item[0]))
+            # the paper's order (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5), then the counts (n, rejected)
+            for name, v in sorted(diff[path].items(), key=lambda item: (_is_count(item[0]), item[0]))
         ]
         sections.append(f"{_code(path)}{note}\n\n" + _table(["metric", _code(baseline), current, "change"], rows))
     title = f"### Scores against `{baseline}`\n\n"
     if not sections:
         return title + "No scores: the stages run so far declare no metrics in dvc.yaml.\n"
     return title + "\n\n".join(sections) + "\n"
+
+
+def _is_count(name: str) -> bool:
+    """The sample counts of metrics.json (`model.n`, `rejected`), listed after the scores."""
+    return name.rsplit(".", 1)[-1] in ("n", "rejected")
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

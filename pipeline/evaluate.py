@@ -8,8 +8,10 @@ Reads `train.dataset` (the dataset evaluated), `train.input` (which features are
 `split`, `protocol` (two_pass: the release's two interleaved passes; single_pass), `metric_protocol` (release:
 the authors' evaluator, quirks included; strict: the inclusive-end off-by-one fixed), `batch_size`, `renders`.
 Writes (rank 0):
-- `<out>/metrics.json` for `dvc metrics`, the headline: `model` (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5, n) only, so
-  that `dvc metrics show`, `dvc metrics diff` and `dvc exp show` stay readable;
+- `<out>/metrics.json` for `dvc metrics`, the headline: `model` (m_tIoU, m_vIoU, vIoU@0.3, vIoU@0.5, n) and
+  `rejected` only, so that `dvc metrics show`, `dvc metrics diff` and `dvc exp show` stay readable. A split with
+  samples that `shard` rejected is scored on the rest: `rejected` counts them and the run says so (all rejected:
+  an error);
 - `<out>/metrics_detail.json`, every score: `model` (the headline keys, gt_vIoU, gt_vIoU@R and on VidSTG `qtype`:
   the same per declar / inter), `baselines` (the same for `whole_clip_centred_box` and
   `oracle_segment_centred_box`) and `subsets` (below); `dvc metrics show --targets` reads it
@@ -29,6 +31,7 @@ and add no subset.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cgstvg.data.feature_loader import FeatureShardLoader
-from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples, verified_manifest
+from cgstvg.data.shard_reader import clip_from_sample, iter_split_samples, read_rejects, verified_manifest
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
 from cgstvg.engine.frozen_backbones import cached_features, input_mode
@@ -143,6 +146,25 @@ def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], out: P
     return written
 
 
+def reason_counts(rejects: dict[str, str]) -> str:
+    """'reason: count, ...' of rejected samples, most frequent first."""
+    return ", ".join(f"{r}: {n}" for r, n in Counter(rejects.values()).most_common())
+
+
+def scored_ground_truth(gt: dict, rejects: dict[str, str], table: Path) -> tuple[dict, dict[str, str]]:
+    """The samples that are scored (those `shard` did not reject) and the rejects among the table's rows.
+
+    A split with rejects is scored on what was sharded, the rejects counted in the metrics; none left is an error."""
+    rejects = {sid: reason for sid, reason in rejects.items() if sid in gt}
+    scored = {sid: g for sid, g in gt.items() if sid not in rejects}
+    if not scored:
+        raise IntegrityError(
+            f"{table}: all {len(gt)} samples were rejected by `shard` ({reason_counts(rejects)}); nothing to score "
+            "(fix the videos its rejects.parquet names, then rerun `shard`)"
+        )
+    return scored, rejects
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--normalized", required=True, type=Path, help="normalize output, e.g. outputs/normalize")
@@ -161,9 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
     env = init_distributed(str(cfg.get("device", "auto")))
     try:
         table = args.normalized / dataset / f"{split}.parquet"
-        gt = read_ground_truth(table)
         # every sample of the split is scored or a known reject: shards missing samples fail instead of scoring fewer
         verified_manifest(args.shards / dataset / split, table)
+        gt, rejects = scored_ground_truth(read_ground_truth(table), read_rejects(args.shards / dataset / split), table)
         grounding = load_grounding_model(args.model, device=env.device)
         model = BatchModel(grounding.model)
         names = cached_features(input_mode(params, args.params))
@@ -185,8 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = detail(summary, {})
         if env.is_main:
             train_gt = read_ground_truth(args.normalized / dataset / "train.parquet").values()
-            metrics = detail(summary, evaluate_baselines(gt, train_gt, **options), subset_metrics(rows, args.clips))
-            write_json(args.out / HEADLINE_FILE, headline(summary))
+            metrics = detail(
+                summary, evaluate_baselines(gt, train_gt, **options), subset_metrics(rows, args.clips), rejects
+            )
+            write_json(args.out / HEADLINE_FILE, headline(summary, len(rejects)))
             write_json(args.out / DETAIL_FILE, metrics)
             write_parquet(args.out / "predictions.parquet", pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA))
             per_sample_plot_data(
@@ -196,6 +220,12 @@ def main(argv: list[str] | None = None) -> dict:
                 render_choice(rows, int(cfg.get("renders", 4))), args.shards / dataset / split, gt, args.out / "renders"
             )
             m = summary
+            if rejects:
+                print(
+                    f"evaluate: {dataset}/{split}: {len(rejects)} of {len(rejects) + len(rows)} samples were rejected "
+                    f"by `shard` ({reason_counts(rejects)}; see {args.shards / dataset / split / 'rejects.parquet'}): "
+                    "scored on the rest, so not comparable with figures over the whole split"
+                )
             print(
                 f"evaluate: {dataset}/{split} ({cfg['protocol']}, {len(rows)} samples): m_tIoU {m['m_tIoU']:.4f} "
                 f"m_vIoU {m['m_vIoU']:.4f} vIoU@0.3 {m['vIoU@0.3']:.4f} vIoU@0.5 {m['vIoU@0.5']:.4f}"

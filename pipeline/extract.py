@@ -3,11 +3,13 @@
     python -m pipeline.extract --shards outputs/shard --out outputs/extract [--normalized outputs/normalize] \
         [--params params.yaml]
 
-Reads `base.seed`, `model` (the backbones), `extract` and `train.input`. Writes:
+Reads `base.seed`, `model` (the backbones and `init`), `extract` and `train.input`. Writes:
 - `<out>/tokenizer/`: the byte-level BPE tokenizer trained on the sentences of every `train` split (unless the text
   backbone is a pretrained directory, which brings its own);
-- `<out>/frozen_backbones.safetensors`: the weights of the frozen backbones that produced the features (seeded
-  random weights on the CPU default); `train` loads them, so its checkpoint grounds raw videos consistently;
+- `<out>/frozen_backbones.safetensors`: the weights of the frozen backbones that produced the features (the Video
+  Swin from `model.init.motion`, and with `features` the appearance CNN and text encoder from
+  `model.init.grounding`; seeded random weights where those are null); `train` loads them, so its checkpoint
+  grounds raw videos consistently;
 - `<out>/<dataset>/<split>/shard-*.tar` + `manifest.json`: per sample `motion` always, and `appearance` and `text`
   when `train.input` is `features` (those backbones then stay frozen); see `cgstvg.engine.features`;
 - `<out>/summary.json`: samples, bytes, features and seconds per split.
@@ -48,6 +50,7 @@ from cgstvg.engine.frozen_backbones import (
     load_frozen_backbones,
     make_extractor,
 )
+from cgstvg.engine.init_weights import init_grounding
 from cgstvg.model.backbone_weights import load_kinetics_init
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.tokenizer import build_tokenizer
@@ -178,6 +181,10 @@ def _run(args: argparse.Namespace, mapper) -> dict:
         loaded = load_kinetics_init(model.motion, motion_init)
         print(f"extract: motion backbone initialised from {motion_init} ({loaded} tensors)")
     names = cached_features(mode)
+    if "appearance" in names:  # cached appearance and text come from the weights `train` would start from
+        report = init_grounding(model, model_params, tokenizer)
+        if report is not None:
+            print(f"extract: appearance and text initialised from {model_params['init']['grounding']}")
     weights = frozen_state(model, names)
     with atomic_path(args.out / "frozen_backbones.safetensors") as tmp:
         save_file(weights, str(tmp))

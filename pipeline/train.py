@@ -34,11 +34,11 @@ from cgstvg.engine.batch_model import BatchModel, grounding_targets
 from cgstvg.engine.checkpoint import fingerprint
 from cgstvg.engine.distributed import init_distributed, shutdown_distributed
 from cgstvg.engine.frozen_backbones import cached_features, input_mode, load_frozen_backbones
+from cgstvg.engine.init_weights import init_grounding
 from cgstvg.engine.optim import group_specs_from_params
 from cgstvg.engine.train_loop import TrainSettings, train
 from cgstvg.inference.checkpoint import GroundingParams, save_grounding_checkpoint
 from cgstvg.model.cgstvg import build_cgstvg
-from cgstvg.model.convert import load_mdetr_init
 from cgstvg.model.criterion import LOSS_NAMES, CGSTVGCriterion
 from cgstvg.utils.atomic import write_json
 from cgstvg.utils.hashing import sha256_file
@@ -62,34 +62,15 @@ def build_training_model(params: dict, features_dir: Path, where) -> tuple[Batch
     torch.manual_seed(int(section(params, "base", where)["seed"]))
     model_params = section(params, "model", where)
     model = build_cgstvg(model_params, tokenizer if tokenizer.is_dir() else None)
-    init_grounding(model, model_params, tokenizer)
+    report = init_grounding(model, model_params, tokenizer)
+    if report is not None:
+        path = model_params["init"]["grounding"]
+        print(f"train: initialised {len(report.mapped)} tensors from {path} ({len(report.dropped)} left out)")
     load_frozen_backbones(model, features_dir / "frozen_backbones.safetensors")
     for name in ("appearance", "text"):
         if name in names:  # cached means frozen
             getattr(model, name).requires_grad_(False)
     return BatchModel(model), names
-
-
-def init_grounding(model: torch.nn.Module, model_params: dict, tokenizer: Path) -> None:
-    """Load `model.init.grounding` (an MDETR-layout file) if set, as the release loads MODEL.WEIGHT.
-
-    A file written by `pretrain_grounding` comes with the tokenizer it was trained with; its token ids must be the
-    ones the training tokenizer gives, or the text embeddings would be read under the wrong ids.
-    """
-    path = (model_params.get("init") or {}).get("grounding")
-    if path is None:
-        return
-    path = Path(path)
-    report = load_mdetr_init(model, path)
-    own = path.parent / "tokenizer"
-    if own.is_dir():
-        for name in ("vocab.json", "merges.txt"):
-            if not tokenizer.is_dir() or (own / name).read_bytes() != (tokenizer / name).read_bytes():
-                raise ValueError(
-                    f"{path}: its tokenizer ({own}) differs from the training one ({tokenizer}); "
-                    "rerun `pretrain_grounding` (dvc repro) after changing the training sentences"
-                )
-    print(f"train: initialised {len(report.mapped)} tensors from {path} ({len(report.dropped)} left out)")
 
 
 def make_loss_fn(criterion: CGSTVGCriterion, num_stages: int, device: torch.device):

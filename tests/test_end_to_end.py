@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from cgstvg.evaluation.report import HEADLINE_KEYS
 from cgstvg.inference.checkpoint import load_grounding_model
+from pipeline import evaluate, extract, shard
 from pipeline_support import run_stage, tiny_params, write_params
 
 STAGES = ("synthesize", "normalize", "shard", "extract", "train", "evaluate")
@@ -32,7 +34,7 @@ def test_metrics_score_the_model_beside_the_baselines(run):
     detail = json.loads((out / "evaluate" / "metrics_detail.json").read_text())
     assert detail == json.loads(json.dumps(results["evaluate"]))
     # the headline is the model's four scores and n, the same values as in the detail file
-    assert headline == {"model": {k: detail["model"][k] for k in HEADLINE_KEYS}}
+    assert headline == {"model": {k: detail["model"][k] for k in HEADLINE_KEYS}, "rejected": 0}
     assert set(detail) == {"model", "baselines"}  # no --clips: no subsets
     assert set(detail["baselines"]) == {"whole_clip_centred_box", "oracle_segment_centred_box"}
     for scores in (detail["model"], *detail["baselines"].values()):
@@ -79,3 +81,40 @@ def test_reruns_reuse_the_persisted_outputs(run):
     assert {p: p.read_bytes() for p in (out / "extract").rglob("*.tar")} == before
     again = run_stage("train", d, params)  # finished: resumes at its last step and runs nothing
     assert again["steps_run"] == 0 and again["resumed_from"] == 12
+
+
+def _shard_extract_evaluate(out, params, raw, work):
+    """shard (from `raw`), extract and evaluate (the trained model of `out`) into `work`; evaluate's result."""
+    shard.main(
+        ["--normalized", f"{out}/normalize", "--raw", str(raw), "--out", f"{work}/shard", "--params", str(params)]
+    )
+    extract.main(["--shards", f"{work}/shard", "--out", f"{work}/extract", "--params", str(params)])
+    return evaluate.main(
+        ["--normalized", f"{out}/normalize", "--shards", f"{work}/shard", "--features", f"{work}/extract"]
+        + ["--model", f"{out}/train/model.pt", "--out", f"{work}/evaluate", "--params", str(params)]
+    )
+
+
+def test_evaluate_scores_what_was_sharded_and_counts_the_rejects(run, tmp_path):
+    """A broken test video is a `shard` reject: `evaluate` scores the other samples, counts the reject in
+    metrics.json and names its reason; with every test video broken it stops with one line naming the table."""
+    d, out, _ = run
+    raw = tmp_path / "raw"
+    shutil.copytree(out / "synthesize", raw)
+    test = pq.read_table(out / "normalize" / "hcstvg_v1" / "test.parquet").to_pylist()
+    broken = test[0]
+    (raw / broken["video_path"]).write_bytes(b"not an mp4")
+
+    metrics = _shard_extract_evaluate(out, d / "params.yaml", raw, tmp_path / "one")
+    headline = json.loads((tmp_path / "one" / "evaluate" / "metrics.json").read_text())
+    assert headline["model"]["n"] == len(test) - 1 and headline["rejected"] == 1
+    assert metrics["rejects"]["count"] == 1 and metrics["rejects"]["sample_ids"] == [broken["sample_id"]]
+    assert list(metrics["rejects"]["reasons"].values()) == [1]
+    assert all(b["n"] == len(test) - 1 for b in metrics["baselines"].values())  # the baselines on the same samples
+    rows = pq.read_table(tmp_path / "one" / "evaluate" / "predictions.parquet").column("sample_id").to_pylist()
+    assert broken["sample_id"] not in rows and len(rows) == len(test) - 1
+
+    for row in test:
+        (raw / row["video_path"]).write_bytes(b"not an mp4")
+    with pytest.raises(SystemExit, match=r"test\.parquet: all 4 samples were rejected by `shard`"):
+        _shard_extract_evaluate(out, d / "params.yaml", raw, tmp_path / "all")

@@ -14,9 +14,10 @@ def _summary(prefix: str = "", n: float = 10.0) -> dict[str, float]:
 
 
 def test_headline_holds_the_four_scores_and_an_int_count():
-    out = headline(_summary())
-    assert list(out) == ["model"] and tuple(out["model"]) == HEADLINE_KEYS
+    out = headline(_summary(), rejected=2)
+    assert list(out) == ["model", "rejected"] and tuple(out["model"]) == HEADLINE_KEYS
     assert out["model"]["n"] == 10 and isinstance(out["model"]["n"], int)
+    assert out["rejected"] == 2 and headline(_summary())["rejected"] == 0
     assert out["model"]["m_vIoU"] == 0.4
 
 
@@ -40,3 +41,14 @@ def test_detail_holds_model_baselines_and_subsets():
     assert out["model"] == {**SCORES, "n": 10} and out["baselines"]["whole_clip_centred_box"]["n"] == 10
     assert out["subsets"]["hard"]["n"] == 3 and isinstance(out["subsets"]["hard"]["n"], int)
     assert "subsets" not in detail(_summary(), {}, {})  # real data: no subset
+
+
+def test_detail_counts_rejects_per_reason_only_when_some():
+    rejects = {"v3": "decode_error", "v1": "size_mismatch", "v2": "decode_error"}
+    out = detail(_summary(n=7.0), {}, None, rejects)
+    assert out["rejects"] == {
+        "count": 3,
+        "reasons": {"decode_error": 2, "size_mismatch": 1},
+        "sample_ids": ["v1", "v2", "v3"],
+    }
+    assert "rejects" not in detail(_summary(), {}, None, {})

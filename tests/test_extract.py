@@ -214,3 +214,42 @@ def test_fanned_out_extract_writes_the_same_bytes(shards):
     fanned = workdir / "fanned" / "extract" / "hcstvg_v1"
     assert {split: _files(fanned / split) for split in ("train", "test")} == expected
     assert len(mapped) == sum(len(read_manifest(shards / split)["shards"]) for split in ("train", "test"))
+
+
+def test_features_mode_caches_the_backbones_of_the_grounding_init(shards, tmp_path):
+    """With `train.input: features`, the cached appearance and text come from `model.init.grounding` (the weights
+    `train` starts from), not from random weights under the head's pretrained input projection."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    import pipeline.extract as extract
+    from cgstvg.model.cgstvg import build_cgstvg
+    from cgstvg.model.convert import to_mdetr_state_dict
+
+    workdir = shards.parents[2]
+    params = copy.deepcopy(tiny_params())
+    params["train"]["input"] = "features"
+    tokenizer = workdir / "out" / "extract" / "tokenizer"
+    if not tokenizer.is_dir():
+        run_stage("extract", workdir, workdir / "params.yaml")
+    torch.manual_seed(123)  # a seed other than base.seed: the pretrained weights differ from extract's own
+    pretrained = build_cgstvg(params["model"], tokenizer)
+    state, _ = to_mdetr_state_dict(pretrained.state_dict())
+    torch.save({"model": state}, tmp_path / "mdetr.pth")
+
+    def cached(init):
+        params["model"]["init"] = dict(params["model"].get("init") or {}, grounding=init)
+        path = write_params(tmp_path, params)
+        out = tmp_path / f"extract_{'init' if init else 'random'}"
+        extract.main(["--shards", str(workdir / "out" / "shard"), "--out", str(out), "--params", str(path)])
+        return load_file(out / "frozen_backbones.safetensors")
+
+    expected = pretrained.state_dict()
+    with_init = cached(str(tmp_path / "mdetr.pth"))
+    for prefix in ("appearance.", "text."):
+        keys = [k for k in with_init if k.startswith(prefix)]
+        assert keys and all(torch.equal(with_init[k], expected[k]) for k in keys), prefix
+    without = cached(None)
+    key = next(k for k in without if k.startswith("appearance.") and k.endswith("weight"))
+    assert not torch.equal(without[key], expected[key])

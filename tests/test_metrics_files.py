@@ -75,8 +75,9 @@ def test_only_the_headline_is_declared_as_metrics():
 def test_committed_headline_and_detail_agree():
     headline = json.loads((REPO / HEADLINE).read_text())
     detail = json.loads((REPO / DETAIL).read_text())
-    assert list(headline) == ["model"] and set(headline["model"]) == set(HEADLINE_KEYS)
+    assert list(headline) == ["model", "rejected"] and set(headline["model"]) == set(HEADLINE_KEYS)
     assert headline["model"] == {k: detail["model"][k] for k in HEADLINE_KEYS}
+    assert headline["rejected"] == 0 and "rejects" not in detail  # the default's test videos all decode
     assert {"model", "baselines"} <= set(detail) <= {"model", "baselines", "subsets"}
     assert set(detail["baselines"]) == {"whole_clip_centred_box", "oracle_segment_centred_box"}
     assert {"gt_vIoU", "gt_vIoU@0.5"} <= set(detail["model"])
@@ -89,7 +90,7 @@ def test_dvc_metrics_show_fits_120_columns():
     shown = json.loads(_run_dvc("metrics", "show", "--json"))
     [files] = [rev["data"] for rev in shown.values()]
     assert set(files) == {HEADLINE}
-    assert set(_flatten(files[HEADLINE]["data"])) == {f"model.{k}" for k in HEADLINE_KEYS}
+    assert set(_flatten(files[HEADLINE]["data"])) == {f"model.{k}" for k in HEADLINE_KEYS} | {"rejected"}
 
 
 def test_dvc_metrics_diff_against_head_and_on_the_detail_file():
@@ -119,8 +120,8 @@ def test_metrics_artifact_is_a_short_escaped_table_of_the_headline():
     text = metrics_diff_table(diff, "HEAD")
     lines = text.splitlines()
     assert len(lines) <= 12, text
-    rows = [line.split(" | ")[0].removeprefix("| ") for line in lines if line.startswith("| `model.")]
-    assert rows == [f"`model.{k}`" for k in HEADLINE_KEYS]  # the paper's order, the count last
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in lines if line.startswith("| `")]
+    assert rows == [f"`model.{k}`" for k in HEADLINE_KEYS] + ["`rejected`"]  # the paper's order, the counts last
     assert "| metric | `HEAD` | this run | change |" in lines
     assert "| `model.m_vIoU` | 0.2500 | 0.3000 | +0.0500 |" in lines
     assert "| `model.vIoU@0.5` | — | 0.2000 | — |" in lines

@@ -399,8 +399,21 @@ def test_reconciliation_reports_a_mismatch():
         (json.dumps({"a.mp4": hc_v1(bbox=[[1, 2, 3]])}), "record 'a.mp4'"),
         (json.dumps({"a.mp4": hc_v1(st_frame="3")}), "record 'a.mp4'"),
         (json.dumps({"a.mp4": hc_v2_raw(img_size=[48])}), "record 'a.mp4'"),
+        (json.dumps({"a.mp4": hc_v1(img_num=3_000_000_000)}), "record 'a.mp4': key 'img_num': 3000000000 is out"),
+        (json.dumps({"a.mp4": hc_v1(width=3e9)}), "record 'a.mp4': key 'width': 3000000000 is out of the int32"),
+        ("[" * 200_000 + "]" * 200_000, "top level: JSON nested too deeply"),
     ],
-    ids=["invalid-json", "top-level-list", "missing-bbox", "short-box", "st_frame-string", "img_size"],
+    ids=[
+        "invalid-json",
+        "top-level-list",
+        "missing-bbox",
+        "short-box",
+        "st_frame-string",
+        "img_size",
+        "img_num-3e9",
+        "width-3e9",
+        "200k-deep",
+    ],
 )
 def test_malformed_hcstvg_file_names_file_and_record(tmp_path, text, record):
     root = tmp_path / "raw"
@@ -409,6 +422,31 @@ def test_malformed_hcstvg_file_names_file_and_record(tmp_path, text, record):
         normalize(root, ["hcstvg_v1"])
     assert err.value.file == str(path)
     assert str(err.value).startswith(f"{path}: {record}")
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink-loop"])
+def test_unreadable_annotation_path_is_one_line_naming_it(tmp_path, kind):
+    root = tmp_path / "raw"
+    path = root / "hcstvg_v1" / "annos" / "train.json"
+    path.parent.mkdir(parents=True)
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(path.name)  # points at itself
+    with pytest.raises(AnnotationError, match=r"^" + re.escape(f"{path}: file: cannot be read (")):
+        normalize(root, ["hcstvg_v1"])
+
+
+def test_vidstg_frame_count_beyond_int32_names_the_entry(tmp_path):
+    root = tmp_path / "raw"
+    entries = [vid_entry("1"), vid_entry("2")]
+    entries[1]["frame_count"] = 3_000_000_000
+    vid_tree(root, "val", entries, box_files={"1": vidor_file(), "2": vidor_file()})
+    annotation = root / "vidstg" / "sent_annos" / "val_annotations.json"
+    with pytest.raises(
+        AnnotationError, match=r"^" + re.escape(f"{annotation}: entry 1: key 'frame_count': 3000000000")
+    ):
+        normalize(root, ["vidstg"])
 
 
 @pytest.mark.parametrize(

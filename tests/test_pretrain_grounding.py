@@ -14,12 +14,12 @@ import yaml
 
 from cgstvg.data.synthetic.grounding_frames import grounding_frames
 from cgstvg.data.synthetic.scene import SceneConfig
+from cgstvg.engine.init_weights import init_grounding
 from cgstvg.engine.pretrain_grounding import PretrainSettings
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.convert import load_mdetr_init, to_mdetr_state_dict
 from cgstvg.model.tokenizer import build_tokenizer
 from pipeline import pretrain_grounding as stage
-from pipeline.train import init_grounding
 
 SCENE = SceneConfig(frames=8, height=48, width=64, radius=(4.0, 6.0))
 SMALL_MODEL = {

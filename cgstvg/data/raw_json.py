@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
 
 class AnnotationError(ValueError):
     """A malformed annotation file. `file` and `record` say where, `problem` says what."""
@@ -50,11 +52,17 @@ def load_json(path: str | os.PathLike, *, keep_pairs: bool = False) -> Any:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise AnnotationError(path, f"byte {err.start}", "not UTF-8 text") from err
+    except OSError as err:  # a directory, a symlink loop, no permission: say which, without a traceback
+        raise AnnotationError(path, "file", f"cannot be read ({err.strerror or type(err).__name__})") from err
     try:
         with _cyclic_gc_paused():
             return json.loads(text, object_pairs_hook=JsonObject if keep_pairs else None)
     except json.JSONDecodeError as err:
         raise AnnotationError(path, f"line {err.lineno} column {err.colno}", f"invalid JSON: {err.msg}") from err
+    except RecursionError as err:
+        raise AnnotationError(
+            path, "top level", "JSON nested too deeply to parse (no annotation format nests so)"
+        ) from err
 
 
 @contextlib.contextmanager
@@ -88,13 +96,17 @@ def field(record: Any, key: str, file, record_id: str) -> Any:
 
 
 def int_field(record: Any, key: str, file, record_id: str, *, minimum: int | None = None) -> int:
-    """An integer field (an integral float such as 157.0 is accepted), optionally at least `minimum`."""
+    """An integer field (an integral float such as 157.0 is accepted), optionally at least `minimum`, and within
+    int32: the normalized tables store frame numbers, sizes and ids as int32, so a larger value (3e9 frames) is a
+    malformed record, not a crash in pyarrow."""
     value = field(record, key, file, record_id)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     expect_type(value, int, file, record_id, f"key '{key}'")
     if minimum is not None and value < minimum:
         raise AnnotationError(file, record_id, f"key '{key}': expected an integer >= {minimum}, got {value}")
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise AnnotationError(file, record_id, f"key '{key}': {value} is out of the int32 range of the tables")
     return value
 
 

@@ -106,6 +106,15 @@ def verified_manifest(split_dir: str | Path, table: str | Path | None = None) ->
     return manifest
 
 
+def read_rejects(split_dir: str | Path) -> dict[str, str]:
+    """sample_id -> reason of every sample of a frame-shard split that `shard` rejected (its rejects.parquet)."""
+    path = Path(split_dir) / "rejects.parquet"
+    if not path.is_file():
+        raise IntegrityError(f"{path}: missing (the `shard` stage writes one per split)")
+    table = pq.read_table(path, columns=["sample_id", "reason"]).to_pydict()
+    return dict(zip(table["sample_id"], table["reason"]))
+
+
 def iter_shard_samples(url: str | Path) -> Iterator[dict]:
     """The raw webdataset samples of one tar (member suffix -> bytes, plus `__key__` and `__url__`), in file order."""
     yield from wds.tarfile_to_samples()(iter([{"url": str(url)}]))
