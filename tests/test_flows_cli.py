@@ -74,3 +74,20 @@ def test_the_command_line_exits_with_one_line_before_any_stage_runs():
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
     assert "--set train.lr=1e-4" in proc.stderr and "train.optim.lr" in proc.stderr
+
+
+@pytest.mark.parametrize("given, expected", [(None, 120), ("45", 45)])
+def test_the_local_ephemeral_server_gets_time_to_start(given, expected):
+    """A loaded 2-core machine needs more than Prefect's 20 s to start the ephemeral API server; `flows` raises the
+    default before Prefect is imported, and a value the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    if given is not None:
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = given
+    code = (
+        "import flows.pipeline\n"
+        "from prefect.settings import get_current_settings\n"
+        "print(get_current_settings().server.ephemeral.startup_timeout_seconds)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(expected)
