@@ -186,3 +186,41 @@ def test_the_digest_covers_params_and_tokenizer(files, tmp_path):
     undigested = {k: v for k, v in state.items() if k != "digest"}  # older checkpoints load as before
     torch.save(undigested, tmp_path / "old.pt")
     assert load_grounding_model(tmp_path / "old.pt").params == load_grounding_model(files["ckpt"]).params
+
+
+def _vfr_video(path, pts_ms, size_hw=VIDEO_HW):
+    """An H.264 mp4 whose frames are shown at the given times (ms): a variable frame rate."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    h, w = size_hw
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264")
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i, pts in enumerate(pts_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 60 + 4 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_times_come_from_the_frames_pts_on_a_variable_frame_rate_video(files, tmp_path):
+    """The audit's case: a frame shown at 0.70 s was reported at 2.25 s (frame / average fps)."""
+    pts_ms = [0, 100, 200, 300, 700, 800, 900, 1000] + [1500 + 100 * i for i in range(16)]
+    video = _vfr_video(tmp_path / "vfr.mp4", pts_ms)
+    tube = ground(load_grounding_model(files["ckpt"]), video, SENTENCE).to_json()
+    for box in tube["boxes"]:
+        assert box["time_s"] == pytest.approx(pts_ms[box["frame"]] / 1000, abs=1e-3)
+    seg = tube["segment"]
+    assert seg["start_s"] == pytest.approx(pts_ms[seg["start_frame"]] / 1000, abs=1e-3)
+    end = seg["end_frame_exclusive"]
+    assert seg["end_s"] == pytest.approx((pts_ms[end] if end < len(pts_ms) else pts_ms[-1] + 100) / 1000, abs=1e-3)
+    assert tube["video"]["duration_s"] == pytest.approx(3.1, abs=1e-3)  # the last frame (3.0 s) ends at 3.1 s
+    # on a constant-rate video the pts agree with frame / fps
+    cfr = ground(load_grounding_model(files["ckpt"]), files["video"], SENTENCE).to_json()
+    fps = cfr["video"]["fps"]
+    assert all(b["time_s"] == pytest.approx(b["frame"] / fps, abs=1e-3) for b in cfr["boxes"])

@@ -64,14 +64,15 @@ class GroundingResult:
         """The output format.
 
         {"sentence", "video": {path, frames, fps, height, width, duration_s}, "checkpoint": {path, sha256, layout,
-         step}, "segment": {start_frame, end_frame (inclusive), end_frame_exclusive (the release's), start_s,
-         end_s (= end_frame_exclusive / fps), frames (count), score (mean over passes of the probability of the
-         chosen start/end pair)}, "boxes": one per frame start_frame..end_frame: {frame, time_s (= frame / fps),
+         step}, "segment": {start_frame, end_frame (inclusive), end_frame_exclusive (the release's), start_s
+         (the start frame's pts), end_s (the end of the end frame), frames (count), score (mean over passes of the
+         probability of the chosen start/end pair)}, "boxes": one per frame start_frame..end_frame: {frame, time_s
+         (the frame's pts in seconds; frame / fps only where the video has no usable pts),
          box_xyxy [x1, y1, x2, y2] original pixels inside the frame, conf (float in [0, 1] or null), sampled (the
          model saw this frame; the others are interpolated)}, "sampling": {policy, protocol, passes,
          sampled_frames, frame_ids, model_input_hw, capped}}
         """
-        fps = self.video.fps
+        video = self.video
         start, end_excl = self.tube.segment
         first = int(self.tube.frame_ids[0])
         sampled = set(self.frame_ids.tolist())
@@ -81,7 +82,7 @@ class GroundingResult:
             boxes.append(
                 {
                     "frame": frame,
-                    "time_s": frame / fps,
+                    "time_s": video.time_of(frame),
                     "box_xyxy": [float(v) for v in self.tube.boxes[i].tolist()],
                     "conf": None if self.conf is None else float(self.conf[i]),
                     "sampled": frame in sampled,
@@ -95,8 +96,8 @@ class GroundingResult:
                 "start_frame": start,
                 "end_frame": end_excl - 1,
                 "end_frame_exclusive": end_excl,
-                "start_s": start / fps,
-                "end_s": end_excl / fps,
+                "start_s": video.time_of(start),
+                "end_s": video.time_of(end_excl),
                 "frames": end_excl - start,
                 "score": float(np.mean(self.pass_scores)),
             },

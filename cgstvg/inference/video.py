@@ -26,17 +26,30 @@ DEFAULT_MAX_SECONDS = 600.0
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """path; frames (count); fps; height, width in pixels of the decoded frames."""
+    """path; frames (count); fps (the container's average, which frame sampling uses); height, width in pixels of
+    the decoded frames; frame_times: each frame's (start, end) in seconds from its pts, empty when unknown.
+
+    Times come from the pts, not from frame / fps: in a variable-frame-rate video the two part (frame 7 of a clip
+    that paused early can start at 0.70 s where 7 / average fps says 2.25 s)."""
 
     path: str
     frames: int
     fps: float
     height: int
     width: int
+    frame_times: tuple[tuple[float, float], ...] = ()
+
+    def time_of(self, frame: int) -> float:
+        """Start time (s) of `frame`; `frames` (one past the last) gives the end of the last frame."""
+        if not self.frame_times:
+            return frame / self.fps
+        if frame >= self.frames:
+            return self.frame_times[-1][1]
+        return self.frame_times[frame][0]
 
     @property
     def duration_s(self) -> float:
-        return self.frames / self.fps
+        return self.time_of(self.frames)
 
     def to_json(self) -> dict:
         return {
@@ -108,13 +121,19 @@ def open_video(path: str | os.PathLike, max_seconds: float | None = DEFAULT_MAX_
         frames = len(reader)
         fps = float(reader.get_avg_fps())
         first = reader[0].shape if frames else None
+        stamps = reader.get_frame_timestamp(list(range(frames))) if frames else None
     except Exception as exc:  # decord raises DECORDError / RuntimeError for anything it cannot demux or decode
         raise VideoError(f"{path}: cannot decode the video ({_first_line(exc)})") from None
     if frames == 0 or first is None:
         raise VideoError(f"{path}: the video has no frames")
     if not math.isfinite(fps) or fps <= 0:
         raise VideoError(f"{path}: the video has no usable frame rate (got {fps})")
-    info = VideoInfo(path=str(path), frames=frames, fps=fps, height=int(first[0]), width=int(first[1]))
+    times = tuple((float(a), float(b)) for a, b in stamps) if stamps is not None else ()
+    if len(times) != frames or not all(math.isfinite(a) and math.isfinite(b) for a, b in times):
+        times = ()  # no usable pts: times fall back to frame / fps
+    info = VideoInfo(
+        path=str(path), frames=frames, fps=fps, height=int(first[0]), width=int(first[1]), frame_times=times
+    )
     if max_seconds is not None and info.duration_s > max_seconds:
         raise VideoError(
             f"{path}: the video lasts {info.duration_s:.1f} s, over the limit of {max_seconds:g} s "
