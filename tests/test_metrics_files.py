@@ -129,3 +129,15 @@ def test_metrics_artifact_is_a_short_escaped_table_of_the_headline():
     stale = metrics_diff_table(diff, "HEAD", stale=[HEADLINE])
     assert "| metric | `HEAD` | workspace | change |" in stale and "did not run" in stale
     assert "No scores" in metrics_diff_table({}, "HEAD")
+
+
+def test_the_trained_model_is_a_dvc_artifact_of_the_train_stage():
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    artifact = dvc_yaml["artifacts"]["cgstvg-default"]
+    assert artifact["type"] == "model"
+    train_outs = [next(iter(e)) if isinstance(e, dict) else e for e in dvc_yaml["stages"]["train"]["outs"]]
+    assert artifact["path"] in train_outs  # what `dvc artifacts get` fetches is what `train` writes
+    from dvc.repo import Repo
+
+    declared = Repo(str(REPO)).artifacts.read()["dvc.yaml"]
+    assert declared["cgstvg-default"].path == artifact["path"]
