@@ -96,12 +96,21 @@ def pipeline(
     git_remote: str = "origin",
     repo: str | None = None,
 ) -> dict[str, Any]:
-    """Run `stages` (default: all of dvc.yaml) with `overrides` (`section.key=value`, as `dvc exp run -S`).
+    """Run DVC stages with params overrides, then publish the metrics diff against a baseline rev.
 
-    `experiment` names the DVC experiment the run is saved as; `baseline` is the git rev that the metrics are
-    compared against (default `flows.baseline`, i.e. HEAD). On a cluster pod, `pull_first` fetches what the DVC
-    remote already has (so cached stages are skipped) and `push_after` uploads the results (`dvc push`, plus
-    `dvc exp push <git_remote>` for an experiment). Returns how each stage ran and the metrics diff.
+    Returns how each stage ran and the metrics diff. (The Args below are what the Prefect UI shows beside each
+    parameter of a deployment run.)
+
+    Args:
+        stages: dvc.yaml stages to run, in pipeline order (default: all of them).
+        overrides: params.yaml overrides `section.key=value`, as `dvc exp run -S` takes them; a key that
+            params.yaml lacks, or a value its schema refuses, stops the run before anything is written.
+        experiment: save the run as a DVC experiment of this name (`dvc exp show`, `dvc exp apply`).
+        baseline: git rev the metrics are compared against (default `flows.baseline` of params.yaml, i.e. HEAD).
+        pull_first: on a cluster pod, first fetch what the DVC remote already has, so cached stages are skipped.
+        push_after: upload the results afterwards (`dvc push`, plus `dvc exp push` for an experiment).
+        git_remote: the git remote experiments are pushed to.
+        repo: the repository to run in (default: the one this module belongs to).
     """
     root = str(Path(repo or REPO).resolve())
     overrides = list(overrides or [])

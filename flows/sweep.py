@@ -39,11 +39,18 @@ def sweep(
     git_remote: str = "origin",
     repo: str | None = None,
 ) -> dict[str, Any]:
-    """Run each variant (name -> `-S` overrides; default `flows.sweep`) as a DVC experiment, then compare them.
+    """Run each variant as a DVC experiment, then compare them in one table.
 
-    `targets` limits each experiment to some stages (default: the whole pipeline); `push_after` sends each
-    experiment to `git_remote` and the DVC remote (`dvc exp push`). Returns the experiment names and the markdown
-    table published as the `cgstvg-sweep-<name>` artifact.
+    Returns the experiment names and the markdown table published as the `cgstvg-sweep-<name>` artifact.
+
+    Args:
+        name: prefix of the experiment names (`<name>-<variant>`) and of the artifact.
+        variants: variant name -> its `section.key=value` overrides (default: `flows.sweep` of params.yaml, the
+            paper's Table 4 ICG/ICR ablation); every override is checked before the first experiment starts.
+        targets: limit each experiment to these stages (default: the whole pipeline).
+        push_after: send each experiment to `git_remote` and the DVC remote (`dvc exp push`).
+        git_remote: the git remote experiments are pushed to.
+        repo: the repository to run in (default: the one this module belongs to).
     """
     root = str(Path(repo or REPO).resolve())
     settings = load_flow_settings(root)

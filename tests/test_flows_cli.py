@@ -91,3 +91,16 @@ def test_the_local_ephemeral_server_gets_time_to_start(given, expected):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == str(expected)
+
+
+def test_every_flow_parameter_has_a_description_for_the_ui():
+    """Prefect shows a deployment's parameters with the descriptions it parses from the flow's docstring."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import pipeline
+    from flows.sweep import sweep
+
+    for flow in (pipeline, sweep):
+        schema = parameter_schema(flow.fn).model_dump()
+        undescribed = [name for name, prop in schema["properties"].items() if not prop.get("description")]
+        assert schema["properties"] and not undescribed, (flow.name, undescribed)
