@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from cgstvg.data.feature_loader import FeatureShardLoader  # noqa: E402
 from cgstvg.engine.batch_model import BatchModel, grounding_targets  # noqa: E402
+from cgstvg.evaluation.metrics import tiou  # noqa: E402
 from cgstvg.inference.checkpoint import load_grounding_model  # noqa: E402
 from cgstvg.model.instance_context import box_mean_pool  # noqa: E402
 from cgstvg.model.postprocess import post_process  # noqa: E402
@@ -126,9 +127,9 @@ def best_run(values: np.ndarray) -> tuple[int, int]:
     return span
 
 
-def frame_tiou(a: tuple[int, int], b: tuple[int, int]) -> float:
-    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
-    return inter / (max(a[1], b[1]) - min(a[0], b[0]) + 1)
+def frame_tiou(pred: tuple[int, int], gt: tuple[int, int]) -> float:
+    """tIoU of two inclusive sampled-frame segments: the evaluator's formula without its end quirk ('strict')."""
+    return tiou(gt, (pred[0], pred[1] + 1), protocol="strict")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from cgstvg.data.feature_loader import FeatureShardLoader  # noqa: E402
 from cgstvg.engine.batch_model import BatchModel, grounding_targets  # noqa: E402
+from cgstvg.evaluation.metrics import tiou  # noqa: E402
 from cgstvg.inference.checkpoint import load_grounding_model  # noqa: E402
 from cgstvg.model.blocks import MLP  # noqa: E402
 from cgstvg.model.criterion import CGSTVGCriterion  # noqa: E402
@@ -109,8 +110,9 @@ def segment_tiou(pred_sted: torch.Tensor, c: dict) -> list[float]:
     out = []
     for i in range(b):
         gt = c["targets"].gt_mask[i].nonzero().flatten()
-        s, e, g0, g1 = int(tube.start_index[i]), int(tube.end_index[i]), int(gt[0]), int(gt[-1])
-        out.append(max(0, min(e, g1) - max(s, g0) + 1) / (max(e, g1) - min(s, g0) + 1))
+        # the evaluator's formula on sampled frames, without its end quirk ('strict'): the predicted end exclusive
+        pred = (int(tube.start_index[i]), int(tube.end_index[i]) + 1)
+        out.append(tiou((int(gt[0]), int(gt[-1])), pred, protocol="strict"))
     return out
 
 

@@ -88,9 +88,7 @@ def verified_manifest(split_dir: str | Path, table: str | Path | None = None) ->
     if table is None:
         return manifest
     where, rejects_path = split_dir / "manifest.json", split_dir / "rejects.parquet"
-    if not rejects_path.is_file():
-        raise IntegrityError(f"{rejects_path}: missing (the `shard` stage writes one per split)")
-    rejected = pq.read_table(rejects_path, columns=["sample_id"]).column("sample_id").to_pylist()
+    rejected = list(read_rejects(split_dir))
     if len(rejected) != manifest["rejected"]:
         raise IntegrityError(f"{rejects_path}: {len(rejected)} rows, {where} records {manifest['rejected']} rejects")
     rows = pq.read_table(table, columns=["sample_id"]).column("sample_id").to_pylist()

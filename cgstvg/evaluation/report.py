@@ -16,6 +16,7 @@ Counts (`n`) are ints; scores are floats as `STVGMetrics.compute` gives them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,9 +70,7 @@ def detail(
     if subsets:
         out["subsets"] = {flag: {k: _value(k, v) for k, v in s.items()} for flag, s in subsets.items()}
     if rejects:
-        reasons: dict[str, int] = {}
-        for reason in rejects.values():
-            reasons[reason] = reasons.get(reason, 0) + 1
+        reasons = dict(Counter(rejects.values()).most_common())
         out["rejects"] = {"count": len(rejects), "reasons": reasons, "sample_ids": sorted(rejects)}
     return out
 
