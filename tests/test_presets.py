@@ -3,24 +3,28 @@ them, and usable as `cgstvg ground|evaluate --params`."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
+import json
 import shutil
 import stat
 
 import pytest
+import torch
 import yaml
 
 from cgstvg.cli import main
 from cgstvg.inference.checkpoint import load_params_file
 from cgstvg.inference.evaluate import checkpoint_params
-from cgstvg.model.cgstvg import head_config
+from cgstvg.model.cgstvg import build_cgstvg, head_config
 from cgstvg.model.config import RELEASE_CONFIG
+from cgstvg.model.convert import convert_official_state_dict
 from cgstvg.model.motion import VideoSwinBackbone
-from cgstvg.model.text import ROBERTA_BASE
+from cgstvg.model.text import ROBERTA_BASE, TextEncoder
 from cgstvg.presets import SHIPPED, apply_preset, leaf_keys, load_preset, preset_table
 from cgstvg.utils.params import load_params
-from ground_support import make_video
+from ground_support import make_tokenizer, make_video
 from pipeline_support import REPO
 
 CONF = REPO / "conf"
@@ -63,6 +67,46 @@ def test_release_presets_describe_the_released_model(name):
     )
     assert text["max_positions"] == ROBERTA_BASE["max_position_embeddings"]
     assert model["backbones"]["appearance"]["name"] == "resnet101"
+
+
+def test_release_presets_build_the_released_checkpoints_layout(tmp_path):
+    # The full model of conf/hcstvg_v1.yaml, on the meta device (no memory), against the 1608 entries of the
+    # released hcstvg.pth converted by cgstvg.model.convert: what `cgstvg evaluate` loads strictly.
+    keys = json.loads(
+        (REPO.parent / "shared" / "fixtures" / "official" / "keys" / "full_state_dict_keys.json").read_text()
+    )
+    official = {k: torch.empty(s, dtype=getattr(torch, d), device="meta") for k, s, d, _ in keys["entries"]}
+    converted, _ = convert_official_state_dict(official)
+    params, _ = checkpoint_params(load_params_file(CONF / "hcstvg_v1.yaml"), None)
+    model = copy.deepcopy(params.model)
+    model["backbones"]["text"]["vocab_size"] = ROBERTA_BASE["vocab_size"]  # roberta-base's; a tiny tokenizer here
+    with torch.device("meta"):
+        built = build_cgstvg(model, make_tokenizer(tmp_path / "tokenizer"))
+    shapes = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in converted.items()}
+
+
+@pytest.mark.parametrize("name", RELEASE)
+def test_a_preset_read_alone_is_the_params_yaml_it_selects(name, tmp_path):
+    # `--params conf/<name>.yaml` (the file alone: the modules' defaults fill the rest) and `--params params.yaml`
+    # after `cgstvg preset <name>` build the same model.
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    apply_preset(CONF / f"{name}.yaml", params)
+    selected = load_params(params)["model"]
+    alone = load_preset(CONF / f"{name}.yaml")["model"]
+    assert head_config(selected) == head_config(alone)
+    defaults = {
+        "motion": inspect.signature(VideoSwinBackbone).parameters,
+        "text": {**inspect.signature(TextEncoder).parameters, **inspect.signature(TextEncoder.from_config).parameters},
+    }
+    for part, signature in defaults.items():
+        for key, value in selected["backbones"][part].items():
+            if key in alone["backbones"][part] or key == "tokenizer_vocab_size":  # read by build_tokenizer only
+                continue
+            default = signature[key].default
+            assert (tuple(value) if isinstance(value, list) else value) == default, (part, key)
+    assert selected["backbones"]["appearance"] == alone["backbones"]["appearance"]
 
 
 def test_readme_table_is_generated_from_the_presets():
