@@ -94,7 +94,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--normalized", default="outputs/normalize", help="the normalize stage's output")
     p.add_argument("--shards", default="outputs/shard", help="the shard stage's output")
     p.add_argument("--out", required=True, help="folder for metrics.json, metrics_detail.json, predictions, run.json")
-    p.add_argument("--dataset", help="default: train.dataset of --params")
+    p.add_argument("--dataset", choices=("hcstvg_v1", "hcstvg_v2", "vidstg"), help="default: train.dataset of --params")
     p.add_argument("--split", help="default: evaluate.split of --params")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--batch-size", type=int, help="videos per batch (default: evaluate.batch_size, else 1)")

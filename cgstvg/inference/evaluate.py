@@ -120,7 +120,15 @@ def _settings(params_path: Path, dataset: str | None, split: str | None) -> tupl
         params = load_params(params_path)
     except ParamsError as exc:
         raise EvaluateError(str(exc)) from None
-    dataset = dataset or params.get("train", {}).get("dataset") or params.get("normalize", {}).get("datasets", [0])[0]
+    from cgstvg.data.schema import DATASETS
+
+    dataset = (
+        dataset or params.get("train", {}).get("dataset") or (params.get("normalize", {}).get("datasets") or [None])[0]
+    )
+    if dataset not in DATASETS:
+        raise EvaluateError(
+            f"{params_path}: no dataset to score (set train.dataset or pass --dataset {'|'.join(DATASETS)})"
+        )
     split = split or params.get("evaluate", {}).get("split", "test")
     return params, str(dataset), str(split)
 
