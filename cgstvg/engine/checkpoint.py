@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,10 @@ def canonical_state(obj: Any) -> Any:
     if isinstance(obj, str):
         return sys.intern(str(obj))
     if isinstance(obj, Mapping):
-        # an OrderedDict stays one (its type is in the pickle); the key order is kept
-        return type(obj)((canonical_state(k), canonical_state(v)) for k, v in obj.items())
+        # an OrderedDict stays one (its type is in the pickle; weights_only loads no other mapping), the key order
+        # is kept
+        cls = OrderedDict if isinstance(obj, OrderedDict) else dict
+        return cls((canonical_state(k), canonical_state(v)) for k, v in obj.items())
     if isinstance(obj, list):
         return [canonical_state(v) for v in obj]
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
@@ -121,7 +124,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise RuntimeError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from exc
+        # the first line only: torch's weights_only refusal runs to a dozen lines
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise RuntimeError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {first})") from exc
 
 
 def latest_checkpoint(directory: str | os.PathLike, expected_fingerprint: str | None = None) -> dict[str, Any] | None:
