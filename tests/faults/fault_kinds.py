@@ -503,7 +503,7 @@ def v2_img_size_swapped(ctx: Context, work: Path) -> str:
     for key in records:
         write_video(root / "hcstvg_v2/videos" / key, 32, width=128, height=96)
     write_outputs(normalize(root, ["hcstvg_v2"]), work / "normalize")
-    shard_stage.shard(work / "normalize", root, work / "shard", DECODE_CFG, progress=False)
+    quiet(shard_stage.shard, work / "normalize", root, work / "shard", DECODE_CFG, progress=False)
     split = work / "shard/hcstvg_v2/val"
     kept = [k for p in split.glob("shard-*.tar") for k in _tar_keys(p)]
     rejects = pq.read_table(split / "rejects.parquet").to_pylist()
@@ -669,7 +669,7 @@ def motion_payload_flipped(ctx: Context, work: Path) -> str:
 
 
 def min_shards_changed(ctx: Context, work: Path) -> str:
-    params = ctx.copy_base(work, "synthesize", "normalize", "shard")  # shards cut with min_shards 2
+    ctx.copy_base(work, "synthesize", "normalize", "shard")  # shards cut with min_shards 2
     changed = with_params(work, lambda p: p["shard"]["shards"].update(min_shards=3))
     quiet(run_stage_module, "shard", work, changed)
     clean = work / "clean"
@@ -678,7 +678,6 @@ def min_shards_changed(ctx: Context, work: Path) -> str:
     for name in ("synthesize", "normalize"):
         shutil.copytree(work / "out" / name, clean / "out" / name)
     quiet(run_stage_module, "shard", clean, clean / "params.yaml")
-    del params
     return identical(work / "out/shard", clean / "out/shard")
 
 
@@ -691,15 +690,20 @@ def model_flipped(ctx: Context, work: Path) -> str:
 
 def _evaluate_with_broken(count: str) -> Callable[[Context, Path], str]:
     def probe(ctx: Context, work: Path) -> str:
+        import pipeline
+
         base = ctx.base()
         raw = work / "raw"
         shutil.copytree(base / "out/synthesize", raw)
         test = pq.read_table(base / "out/normalize/hcstvg_v1/test.parquet").to_pylist()
         for row in test[:1] if count == "one" else test:
             (raw / row["video_path"]).write_bytes(b"not an mp4")
-        run = lambda: _shard_extract_evaluate(base / "out", base / "params.yaml", raw, work / "run")  # noqa: E731
+
+        def run():
+            return _shard_extract_evaluate(base / "out", base / "params.yaml", raw, work / "run")
+
         if count == "all":
-            return stops(lambda: __import__("pipeline").run_stage("evaluate", run), "test.parquet: all 4 samples")
+            return stops(lambda: pipeline.run_stage("evaluate", run), "test.parquet: all 4 samples")
         metrics = quiet(run)
         headline = json.loads((work / "run/evaluate/metrics.json").read_text())
         if headline.get("rejected") != 1 or headline["model"]["n"] != len(test) - 1:
