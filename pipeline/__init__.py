@@ -3,7 +3,6 @@
 import os
 from collections.abc import Callable
 
-from cgstvg.inference.errors import CheckpointError
 from cgstvg.utils.atomic import WriteError
 from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params_schema import ParamsError
@@ -13,12 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def run_stage(name: str, main: Callable[[], object]) -> None:
-    """Run a stage's `main`; a params file that does not fit the schema, an input that does not verify, an output
-    that cannot be written (a full disk) or a model checkpoint that is damaged or does not load ends the run with
-    one line naming the file (`CGSTVG_DEBUG=1` shows the traceback instead)."""
+    """Run a stage's `main`; a params file that does not fit the schema, an input that does not verify, or an
+    output that cannot be written (a full disk) ends the run with one line naming the file (`CGSTVG_DEBUG=1` shows
+    the traceback instead)."""
     try:
         main()
-    except (ParamsError, IntegrityError, WriteError, CheckpointError) as err:
+    except (ParamsError, IntegrityError, WriteError) as err:
         if os.environ.get("CGSTVG_DEBUG"):
             raise
         raise SystemExit(f"{name}: {err}") from None
