@@ -48,6 +48,7 @@ from cgstvg.evaluation.evaluate_loop import GroundTruth, evaluate_baselines, eva
 from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
 from cgstvg.evaluation.report import DETAIL_FILE, HEADLINE_FILE, detail, headline
 from cgstvg.inference.checkpoint import load_grounding_model
+from cgstvg.inference.errors import CheckpointError
 from cgstvg.utils.atomic import write_json, write_parquet
 from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"vIoU@0.3 {b['vIoU@0.3']:.4f} vIoU@0.5 {b['vIoU@0.5']:.4f}"
                 )
         return metrics
-    except IntegrityError as err:  # a shard or feature shard that does not verify: one line naming it
+    except (IntegrityError, CheckpointError) as err:  # a shard or model.pt that does not verify: one line naming it
         raise SystemExit(f"evaluate: {err}") from err
     finally:
         shutdown_distributed()

@@ -1,4 +1,5 @@
-"""`train` killed mid-run resumes from its checkpoint: same step count, and the loss curve continues unchanged."""
+"""`train` killed mid-run resumes from its checkpoint: same step count, the loss curve continues unchanged, and
+the checkpoints and `model.pt` it writes are byte for byte the uninterrupted run's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ import yaml
 from cgstvg.engine.checkpoint import list_checkpoints
 from cgstvg.inference.checkpoint import load_grounding_model
 from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
+
+
+def training_files(result) -> dict[str, bytes]:
+    """The checkpoints (with their sidecars) and model.pt of a `train` output folder, by name."""
+    files = sorted((result / "checkpoints").glob("step_*")) + [result / "model.pt"]
+    return {p.name: p.read_bytes() for p in files}
+
+
+def differing_training_files(a, b) -> list[str]:
+    """The names whose bytes differ between two `train` output folders (a name in one only counts too)."""
+    one, other = training_files(a), training_files(b)
+    return sorted(name for name in one.keys() | other.keys() if one.get(name) != other.get(name))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +76,8 @@ def test_killed_training_resumes_from_its_checkpoint(workdir):
         assert (workdir / "cut" / "train" / "plots" / name).read_text() == (
             workdir / "whole" / "train" / "plots" / name
         ).read_text()
+    # the bytes too: the checkpoints written after the resume pickle reloaded optimizer state (issue 16)
+    assert differing_training_files(workdir / "whole" / "train", workdir / "cut" / "train") == []
     a = load_grounding_model(workdir / "whole" / "train" / "model.pt").model.state_dict()
     b = load_grounding_model(workdir / "cut" / "train" / "model.pt").model.state_dict()
     for k in a:

@@ -29,6 +29,7 @@ import hashlib
 import itertools
 import json
 import random
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
@@ -114,8 +115,19 @@ def read_rejects(split_dir: str | Path) -> dict[str, str]:
 
 
 def iter_shard_samples(url: str | Path) -> Iterator[dict]:
-    """The raw webdataset samples of one tar (member suffix -> bytes, plus `__key__` and `__url__`), in file order."""
-    yield from wds.tarfile_to_samples()(iter([{"url": str(url)}]))
+    """The raw webdataset samples of one tar (member suffix -> bytes, plus `__key__` and `__url__`), in file order.
+
+    A tar that stops parsing part way raises IntegrityError naming it and the last sample read whole."""
+    last = None
+    try:
+        for sample in wds.tarfile_to_samples()(iter([{"url": str(url)}])):
+            last = sample["__key__"]
+            yield sample
+    except (tarfile.TarError, OSError, ValueError) as err:
+        if isinstance(err, IntegrityError):
+            raise
+        after = f"after sample {last!r}" if last is not None else "before its first sample"
+        raise IntegrityError(f"{url}: not a readable tar {after} ({type(err).__name__}: {err})") from None
 
 
 def iter_split_samples(split_dir: str | Path) -> Iterator[dict]:
@@ -137,7 +149,13 @@ def decode_frames(sample: dict) -> torch.Tensor:
         raise ValueError(f"{sample.get('__url__')}: sample {sample.get('__key__')!r} has no frames")
     buf = None
     for i, name in enumerate(names):
-        frame = decode_jpeg(torch.frombuffer(bytearray(sample[name]), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        try:
+            frame = decode_jpeg(torch.frombuffer(bytearray(sample[name]), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError as err:  # a JPEG damaged after the manifest was written, or by its writer
+            reason = str(err).strip().splitlines()[-1].split(", ")[-1]
+            raise IntegrityError(
+                f"{sample.get('__url__')}: sample {sample.get('__key__')!r}: frame {name} does not decode ({reason})"
+            ) from None
         if buf is None:
             buf = torch.empty(len(names), *frame.shape[1:], 3, dtype=torch.uint8)
         elif frame.shape[1:] != buf.shape[1:3]:

@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import re
+import sys
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,30 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def canonical_state(obj: Any) -> Any:
+    """A copy of `obj` built from fresh objects, so that its pickle depends on its values only.
+
+    pickle writes an object seen before as a reference to the first copy, and torch writes a storage once for all
+    the tensors that view it. After `torch.load` and `load_state_dict`, a resumed run's optimizer and scheduler
+    states share strings, lists and storages differently from an uninterrupted run's, so the same values gave other
+    bytes. Here every container and tensor is new (each tensor owns a contiguous storage) and equal strings are one
+    object, the same in both runs."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone(memory_format=torch.contiguous_format)
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, Mapping):
+        # an OrderedDict stays one (its type is in the pickle; weights_only loads no other mapping), the key order
+        # is kept
+        cls = OrderedDict if isinstance(obj, OrderedDict) else dict
+        return cls((canonical_state(k), canonical_state(v)) for k, v in obj.items())
+    if isinstance(obj, list):
+        return [canonical_state(v) for v in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(canonical_state(v) for v in obj)
+    return obj  # numbers, None, booleans: pickle writes them by value
+
+
 def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], keep: int = 2) -> Path:
     """Write `state` (must hold an int `step`) atomically and delete all but the newest `keep` checkpoints."""
     if keep < 1:
@@ -65,7 +91,7 @@ def save_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], keep
     path = checkpoint_path(directory, int(state["step"]))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: same bytes for the same state
-            torch.save(dict(state), f)
+            torch.save(canonical_state(dict(state)), f)
         # the sidecar first: a kill before the rename leaves a sidecar without its checkpoint (ignored), never a
         # checkpoint that verifies against a stale sidecar
         with atomic_path(sidecar_path(path)) as side:
@@ -98,7 +124,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise RuntimeError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from exc
+        # the first line only: torch's weights_only refusal runs to a dozen lines
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise RuntimeError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {first})") from exc
 
 
 def latest_checkpoint(directory: str | os.PathLike, expected_fingerprint: str | None = None) -> dict[str, Any] | None:
@@ -138,6 +166,7 @@ def remove_stale(directory: str | os.PathLike, expected_fingerprint: str) -> lis
 
 
 __all__ = [
+    "canonical_state",
     "checkpoint_path",
     "fingerprint",
     "latest_checkpoint",

@@ -355,10 +355,18 @@ def load_grounding_model(
             )
         params = GroundingParams.from_dict(obj["params"], f"{path}: params")
 
+    if tokenizer_dir is not None and not Path(tokenizer_dir).is_dir():
+        # transformers would take the path for a model hub name and say so
+        raise CheckpointError(f"{tokenizer_dir}: tokenizer folder not found")
     with tempfile.TemporaryDirectory(prefix="cgstvg-tokenizer-") as tmp:
         if tokenizer_dir is None and isinstance(obj.get("tokenizer"), dict):
-            for name, data in obj["tokenizer"].items():
-                (Path(tmp) / Path(name).name).write_bytes(data.numpy().tobytes())
+            try:
+                for name, data in obj["tokenizer"].items():
+                    (Path(tmp) / Path(name).name).write_bytes(data.numpy().tobytes())
+            except OSError as exc:  # a full temporary disk: one line, not a traceback
+                raise CheckpointError(
+                    f"{path}: cannot unpack its tokenizer into {tmp} ({exc.strerror or exc}); is the disk full?"
+                ) from None
             tokenizer_dir = tmp
         try:
             # The tokenizer is read into memory here, so the temporary directory may go afterwards.

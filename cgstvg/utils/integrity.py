@@ -50,11 +50,15 @@ def tar_keys(path: str | os.PathLike) -> list[str]:
     key = _identity(path)
     if key not in _KEYS:
         keys: list[str] = []
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                k = member.name.split(".", 1)[0]
-                if not keys or keys[-1] != k:
-                    keys.append(k)
+        try:
+            with tarfile.open(path, mode="r:") as tar:
+                for member in tar:
+                    k = member.name.split(".", 1)[0]
+                    if not keys or keys[-1] != k:
+                        keys.append(k)
+        except (tarfile.TarError, OSError) as err:  # a header damaged after (or by) its writer
+            after = f"after sample {keys[-1]!r}" if keys else "before its first sample"
+            raise IntegrityError(f"{path}: not a readable tar {after} ({type(err).__name__}: {err})") from None
         _KEYS[key] = keys
     return list(_KEYS[key])
 
