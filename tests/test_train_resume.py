@@ -19,7 +19,6 @@ from cgstvg.engine.checkpoint import list_checkpoints
 from cgstvg.inference.checkpoint import load_grounding_model
 from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
 
-
 VALIDATION = {"every": 4, "split": "test", "samples": 2}  # 18 steps: validated at 4, 8, 12, 16 on one test shard
 
 

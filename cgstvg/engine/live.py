@@ -17,8 +17,10 @@ a stage's unpersisted outputs before it runs.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 LOSS_PREFIX = "train/loss"
@@ -68,4 +70,12 @@ class LiveCurves:
         self.live.end()
 
 
-__all__ = ["LOSS_PREFIX", "LR_PREFIX", "VAL_PREFIX", "LiveCurves"]
+def read_metric(directory: str | os.PathLike, name: str) -> list[tuple[int, float]]:
+    """(step, value) rows of one logged metric, e.g. `train/loss/total` or `val/m_vIoU`, from a live folder."""
+    path = Path(directory) / "plots" / "metrics" / f"{name}.tsv"
+    column = name.rsplit("/", 1)[-1]
+    with open(path, newline="") as f:
+        return [(int(r["step"]), float(r[column])) for r in csv.DictReader(f, delimiter="\t")]
+
+
+__all__ = ["LOSS_PREFIX", "LR_PREFIX", "VAL_PREFIX", "LiveCurves", "read_metric"]
