@@ -200,6 +200,23 @@ class _Optimization:
         return cls(optimizer, scheduler, scaler, ema, use_scaler, [p for p in model.parameters() if p.requires_grad])
 
 
+def _validate_and_log(
+    validate: ValidateFn,
+    ema: nn.Module,
+    step: int,
+    validation: list[dict[str, float]],
+    live: LiveCurves | None,
+    row: dict[str, float] | None,
+) -> float:
+    """Validate at `step`, keep the scores and log them with the step's row; returns the seconds it took."""
+    t0 = time.perf_counter()
+    scores = _validate(validate, ema, step)
+    validation.append(scores)
+    if live is not None:
+        live.log(step, row, scores)
+    return time.perf_counter() - t0
+
+
 def _resume(
     model: nn.Module, opt: _Optimization, checkpoint_dir: Path, fingerprint: str, env: DistEnv
 ) -> tuple[int, list[dict[str, float]], list[dict[str, float]]]:
@@ -345,14 +362,10 @@ def train(
             total, terms, used_lr = _optimizer_step(model, ddp_model, opt, loss_fn, batch, step, epoch, settings, env)
             step += 1
             row = curve_log.add(step, total, terms, used_lr)
-            scores = None
             if due and step % settings.validation_every == 0:
-                tv = time.perf_counter()
-                scores = _validate(validate, opt.ema, step)  # type: ignore[arg-type]
-                validation_seconds += time.perf_counter() - tv
-                validation.append(scores)
-            if live is not None:
-                live.log(step, row, scores)
+                validation_seconds += _validate_and_log(validate, opt.ema, step, validation, live, row)  # type: ignore[arg-type]
+            elif live is not None:
+                live.log(step, row, None)
             if bar is not None and row is not None:
                 bar.set_postfix(loss=f"{row['total']:.3f}", epoch=row["epoch"])
             if step % settings.checkpoint_every == 0 or step == settings.total_steps:
