@@ -614,6 +614,7 @@ TRAIN = Section(
         "checkpoint_every": COUNT,
         "keep_checkpoints": COUNT,
         "log_every": COUNT,
+        "validation": Section({"every": NONNEG, "split": Str(), "samples": COUNT}),  # every 0: no validation
     },
     extras={"progress": Bool()},  # the progress bar (default: when stderr is a terminal)
 )
