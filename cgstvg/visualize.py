@@ -1,4 +1,5 @@
-"""Pictures people look at: a tube drawn on the video (GIF or mp4) and the data behind the per-sample plots.
+"""Pictures people look at: a tube drawn on the video (GIF or mp4, or a still contact sheet) and the data behind the
+per-sample plots.
 
 A rendered frame is the video frame with the GT box in pure green and the predicted box in pure red (outlines of
 `line_width` pixels lying just inside the box edges: columns x1 .. x1+w-1 and x2-w .. x2-1, rows likewise), over a
@@ -182,8 +183,7 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float, crf: int) -> None:
         container.mux(stream.encode())
 
 
-def render_prediction(
-    path: str | os.PathLike,
+def draw_prediction(
     frames,
     frame_ids,
     *,
@@ -194,10 +194,9 @@ def render_prediction(
     gt_segment=None,
     gt_boxes=None,
     original_size: tuple[int, int] | None = None,
-    fps: float = 5.0,
     line_width: int = 3,
-) -> Path:
-    """Render one sample's predicted tube (and GT, when given) on its frames and write `path` (.gif or .mp4).
+) -> np.ndarray:
+    """Draw one sample's predicted tube (and GT, when given) on its frames: (T, H + band, W, 3) uint8 (`draw_tube`).
 
     frames: (T, H, W, 3) uint8, the decoded frames with original ids `frame_ids` (T,). pred_segment (ps, pe) with
     pe exclusive; pred_frames (M,) / pred_boxes (M, 4): the predicted track in original pixels (e.g. a
@@ -208,7 +207,7 @@ def render_prediction(
     frames = _array(frames, np.uint8)
     ids = _array(frame_ids, np.int64).reshape(-1)
     if frames.ndim != 4 or ids.size != frames.shape[0]:
-        raise ValueError(f"{path}: {ids.size} frame ids for frames of shape {frames.shape}")
+        raise ValueError(f"{ids.size} frame ids for frames of shape {frames.shape}")
     h, w = frames.shape[1:3]
     oh, ow = original_size if original_size is not None else (h, w)
     scale = np.array([w / ow, h / oh, w / ow, h / oh])
@@ -221,10 +220,10 @@ def render_prediction(
         gs, ge = int(gt_segment[0]), int(gt_segment[1])
         gt_boxes = _array(gt_boxes, np.float64).reshape(-1, 4)
         if gt_boxes.shape[0] != ge - gs + 1:
-            raise ValueError(f"{path}: GT segment ({gs}, {ge}) needs {ge - gs + 1} boxes, got {gt_boxes.shape[0]}")
+            raise ValueError(f"GT segment ({gs}, {ge}) needs {ge - gs + 1} boxes, got {gt_boxes.shape[0]}")
         gt = boxes_at_frames(ids, np.arange(gs, ge + 1), gt_boxes) * scale
         in_gt = (ids >= gs) & (ids <= ge)
-    drawn = draw_tube(
+    return draw_tube(
         frames,
         gt_boxes=gt,
         pred_boxes=pred,
@@ -234,7 +233,32 @@ def render_prediction(
         frame_ids=ids,
         line_width=line_width,
     )
+
+
+def render_prediction(path: str | os.PathLike, frames, frame_ids, *, fps: float = 5.0, **tube) -> Path:
+    """Draw one sample's tube (`draw_prediction`, keyword arguments `tube`) and write `path` (.gif or .mp4)."""
+    try:
+        drawn = draw_prediction(frames, frame_ids, **tube)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
     return write_video(path, drawn, fps)
+
+
+def contact_sheet(drawn, *, count: int = 8, columns: int = 4, gap: int = 2) -> np.ndarray:
+    """`count` evenly spaced frames of a drawn tube (T, H, W, 3) tiled row by row into one still image, `columns`
+    wide with `gap` black pixels between tiles: the whole tube at a glance, for image plots (DVCLive, Studio)."""
+    drawn = _array(drawn, np.uint8)
+    if drawn.ndim != 4 or drawn.shape[0] == 0:
+        raise ValueError(f"drawn frames must be (T, H, W, 3) with T >= 1, got shape {drawn.shape}")
+    t, h, w, _ = drawn.shape
+    picks = np.unique(np.linspace(0, t - 1, min(count, t)).round().astype(int))
+    rows = -(-len(picks) // columns)
+    cols = min(columns, len(picks))
+    sheet = np.zeros((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), dtype=np.uint8)
+    for k, i in enumerate(picks):
+        r, c = divmod(k, columns)
+        sheet[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = drawn[i]
+    return sheet
 
 
 def per_sample_plot_data(
@@ -282,6 +306,8 @@ __all__ = [
     "GT_COLOR",
     "PRED_COLOR",
     "boxes_at_frames",
+    "contact_sheet",
+    "draw_prediction",
     "draw_tube",
     "per_sample_plot_data",
     "render_prediction",

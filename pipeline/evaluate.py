@@ -19,8 +19,9 @@ Writes (rank 0):
 - `<out>/predictions.parquet`: one row per sample (GT tube, predicted segment [start, end), boxes from
   `box_first_frame` on, tIoU, vIoU, gt_vIoU);
 - `<out>/plots/viou_histogram.csv`, `<out>/plots/tiou_viou.csv` for `dvc plots`;
-- `<out>/renders/<i>_<sample_id>.gif`: `renders` samples spread from the lowest vIoU (i = 0) to the highest (GT
-  green, prediction red, per-frame IoU in the caption).
+- `<out>/live/`, DVCLive's folder: `plots/images/renders/<i>_<sample_id>.png`, `renders` samples spread from the
+  lowest vIoU (i = 0) to the highest, each a contact sheet of 8 frames across the clip (GT green, prediction red,
+  per-frame IoU, frame id and both segments in each caption).
 
 With `--clips` (the synthetic default's `clips.parquet`), `metrics_detail.json` also holds `subsets`: the model's
 scores on the clips of each flag (`hard`: a same-colour and a same-shape distractor; `decoy`: the target also
@@ -31,6 +32,7 @@ and add no subset.
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -52,7 +54,7 @@ from cgstvg.inference.errors import CheckpointError
 from cgstvg.utils.atomic import write_json, write_parquet
 from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
-from cgstvg.visualize import per_sample_plot_data, render_prediction
+from cgstvg.visualize import contact_sheet, draw_prediction, per_sample_plot_data
 from pipeline import run_stage
 
 PREDICTION_SCHEMA = pa.schema(
@@ -117,10 +119,16 @@ def render_choice(rows: list[dict], count: int) -> list[dict]:
     return [ranked[i] for i in picks]
 
 
-def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], out: Path) -> list[Path]:
-    """Render the chosen rows on their stored frames (read back from the frame shards)."""
+def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], live_dir: Path) -> list[Path]:
+    """Draw the chosen rows on their stored frames (read back from the frame shards) and log each as a still
+    contact sheet through DVCLive: `<live_dir>/plots/images/renders/<i>_<sample_id>.png` (i = 0: the lowest vIoU),
+    the image plots of `dvc plots show`, Studio and VS Code. (DVCLive re-saves an image through PIL, which keeps one
+    frame of a GIF: hence stills; `cgstvg ground --render` and docs/render_example.py write the animation.)"""
+    from dvclive import Live  # rank 0 only
+
+    live = Live(os.fspath(live_dir), resume=False, report=None, save_dvc_exp=False, dvcyaml=False, monitor_system=False)
     wanted = {r["sample_id"]: r for r in rows}
-    position = {r["sample_id"]: i for i, r in enumerate(rows)}  # file-name prefix: 0 = the lowest vIoU
+    position = {r["sample_id"]: i for i, r in enumerate(rows)}
     written = []
     for sample in iter_split_samples(split_dir):
         row = wanted.get(sample["__key__"])
@@ -129,21 +137,21 @@ def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], out: P
         clip = clip_from_sample(sample)
         g = gt[row["sample_id"]]
         n = len(row["boxes"])
-        written.append(
-            render_prediction(
-                out / f"{position[row['sample_id']]}_{row['sample_id']}.gif",
-                clip["frames"].permute(0, 2, 3, 1).numpy(),
-                clip["frame_ids"].numpy(),
-                sentence=row["sentence"],
-                pred_segment=(row["pred_start"], row["pred_end"]),
-                pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n),
-                pred_boxes=row["boxes"],
-                gt_segment=g.tube,
-                gt_boxes=g.boxes,
-                original_size=tuple(clip["orig_size"]),
-                fps=4.0,
-            )
+        drawn = draw_prediction(
+            clip["frames"].permute(0, 2, 3, 1).numpy(),
+            clip["frame_ids"].numpy(),
+            sentence=row["sentence"],
+            pred_segment=(row["pred_start"], row["pred_end"]),
+            pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n),
+            pred_boxes=row["boxes"],
+            gt_segment=g.tube,
+            gt_boxes=g.boxes,
+            original_size=tuple(clip["orig_size"]),
         )
+        name = f"renders/{position[row['sample_id']]}_{row['sample_id']}.png"
+        live.log_image(name, contact_sheet(drawn))
+        written.append(Path(live.plots_dir) / "images" / name)
+    live.end()
     return written
 
 
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                 args.out / "plots", [r["tIoU"] for r in rows], [r["vIoU"] for r in rows], [r["sample_id"] for r in rows]
             )
             render(
-                render_choice(rows, int(cfg.get("renders", 4))), args.shards / dataset / split, gt, args.out / "renders"
+                render_choice(rows, int(cfg.get("renders", 4))), args.shards / dataset / split, gt, args.out / "live"
             )
             m = summary
             if rejects:

@@ -54,7 +54,8 @@ def test_predictions_plots_and_renders(run):
         assert r["box_first_frame"] >= 0 and len(r["boxes"]) >= 2
     with open(out / "evaluate" / "plots" / "tiou_viou.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
-    assert len(list((out / "evaluate" / "renders").glob("*.gif"))) == 2
+    sheets = sorted((out / "evaluate" / "live" / "plots" / "images" / "renders").glob("*.png"))
+    assert len(sheets) == 2 and sheets[0].name.startswith("0_")  # through DVCLive, worst vIoU first
 
 
 def test_training_outputs(run):

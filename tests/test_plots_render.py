@@ -118,10 +118,9 @@ def _plot_data(root: Path) -> None:
     for name, level in (("m_tIoU", 0.5), ("m_vIoU", 0.3)):
         rows = "".join(f"{step}\t{level * step / 900}\n" for step in (300, 600, 900))
         (val / f"{name}.tsv").write_text(f"step\t{name}\n{rows}")
-    renders = root / "outputs/evaluate/renders"
+    renders = root / "outputs/evaluate/live/plots/images/renders"  # DVCLive's layout (pipeline/evaluate.py)
     renders.mkdir(parents=True)
-    frames = [Image.new("RGB", (48, 32), (60 * k, 90, 200)) for k in range(3)]
-    frames[0].save(renders / "0_synth_test_00000.gif", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    Image.new("RGB", (96, 64), (60, 90, 200)).save(renders / "0_synth_test_00000.png")
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +213,7 @@ def test_the_viou_histogram_has_the_bins_across_and_the_counts_up(drawn):
 def test_the_renders_are_image_plots(drawn):
     _, page, _, tree, _ = drawn
     images = [img for img in tree.find("img") if img.attrs.get("src", "").startswith("static/")]
-    assert [Path(img.attrs["src"]).suffix for img in images] == [".gif"]
+    assert [Path(img.attrs["src"]).suffix for img in images] == [".png"]  # DVCLive-logged contact sheets
     assert all((page.parent / img.attrs["src"]).is_file() for img in images)  # beside the page: opens from disk
 
 

@@ -45,4 +45,4 @@ def test_two_process_training_and_evaluation_match_one_process(workdir):
     assert pq.read_table(workdir / "eval2" / "predictions.parquet").equals(
         pq.read_table(workdir / "eval1" / "predictions.parquet")
     )
-    assert len(list((workdir / "eval2" / "renders").glob("*.gif"))) == 1
+    assert len(list((workdir / "eval2" / "live" / "plots" / "images" / "renders").glob("*.png"))) == 1

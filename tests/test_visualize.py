@@ -5,7 +5,15 @@ import csv
 import numpy as np
 import pytest
 
-from cgstvg.visualize import boxes_at_frames, draw_tube, per_sample_plot_data, render_prediction, write_video
+from cgstvg.visualize import (
+    boxes_at_frames,
+    contact_sheet,
+    draw_prediction,
+    draw_tube,
+    per_sample_plot_data,
+    render_prediction,
+    write_video,
+)
 
 T, H, W = 6, 63, 95  # odd sizes: the mp4 writer must pad them
 FRAME_IDS = np.arange(10, 16)
@@ -104,6 +112,31 @@ def test_draw_tube_marks_segments_and_rejects_bad_input():
         draw_tube(frames, pred_boxes=boxes[:3])
     with pytest.raises(ValueError, match="line_width must be >= 2"):
         draw_tube(frames, line_width=1)
+
+
+def test_contact_sheet_tiles_evenly_spaced_drawn_frames():
+    """The still that evaluate logs through DVCLive: the drawn frames, first and last included, row by row."""
+    drawn = draw_prediction(
+        _frames(),
+        FRAME_IDS,
+        sentence="the man in the red shirt sits down",
+        pred_segment=PRED_SEGMENT,
+        pred_frames=np.arange(10, 16),
+        pred_boxes=np.tile(PRED_BOX, (6, 1)),
+        gt_segment=GT_SEGMENT,
+        gt_boxes=np.tile(GT_BOX, (4, 1)),
+    )
+    t, h, w, _ = drawn.shape
+    sheet = contact_sheet(drawn, count=4, columns=3, gap=2)
+    assert sheet.shape == (2 * h + 2, 3 * w + 4, 3)
+    # frames 0, 2, 3, 5 (linspace over 6, rounded) at (row, column) (0, 0), (0, 1), (0, 2), (1, 0)
+    for k, i in enumerate([0, 2, 3, 5]):
+        r, c = divmod(k, 3)
+        assert np.array_equal(sheet[r * (h + 2) : r * (h + 2) + h, c * (w + 2) : c * (w + 2) + w], drawn[i])
+    assert not sheet[h + 2 :, w + 2 :].any()  # the empty tiles and the gaps stay black
+    assert contact_sheet(drawn[:2], count=8).shape == (h, 2 * w + 2, 3)  # fewer frames than asked: each once
+    with pytest.raises(ValueError, match="T >= 1"):
+        contact_sheet(drawn[:0])
 
 
 def test_write_video_rejects_unknown_extensions(tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 LOSS_PREFIX = "train/loss"
 LR_PREFIX = "train/lr"
 VAL_PREFIX = "val"
+VAL_SCORES = ("m_tIoU", "m_vIoU")  # cgstvg.engine.validation.SCORES (not imported: that module pulls in the model)
 
 
 class LiveCurves:
@@ -38,6 +39,9 @@ class LiveCurves:
         self.live = Live(
             os.fspath(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=False, monitor_system=False
         )
+        # `val` is always in metrics.json (null until a validation has run, and with validation off), because the
+        # evaluate stage names it as a params key and DVC refuses a missing one.
+        self.live.summary[VAL_PREFIX] = dict.fromkeys(VAL_SCORES)
 
     def log(self, step: int, row: Mapping[str, Any] | None, validation: Mapping[str, Any] | None) -> None:
         """The row and/or the validation scores of `step` (either may be None), then DVCLive's step end (metrics.json,
@@ -56,6 +60,10 @@ class LiveCurves:
         self.live.summary.pop("train", None)  # losses and learning rates stay out of metrics.json
         self.live.next_step()
 
+    def end(self) -> None:
+        self.live.summary.pop("train", None)
+        self.live.end()
+
     def replay(self, rows: Iterable[Mapping[str, Any]], validation: Iterable[Mapping[str, Any]]) -> None:
         """Log again, in step order, the rows a checkpoint holds (a resumed run)."""
         by_step: dict[int, list[Any]] = {}
@@ -66,9 +74,6 @@ class LiveCurves:
         for step in sorted(by_step):
             self.log(step, *by_step[step])
 
-    def end(self) -> None:
-        self.live.end()
-
 
 def read_metric(directory: str | os.PathLike, name: str) -> list[tuple[int, float]]:
     """(step, value) rows of one logged metric, e.g. `train/loss/total` or `val/m_vIoU`, from a live folder."""
@@ -78,4 +83,4 @@ def read_metric(directory: str | os.PathLike, name: str) -> list[tuple[int, floa
         return [(int(r["step"]), float(r[column])) for r in csv.DictReader(f, delimiter="\t")]
 
 
-__all__ = ["LOSS_PREFIX", "LR_PREFIX", "VAL_PREFIX", "LiveCurves", "read_metric"]
+__all__ = ["LOSS_PREFIX", "LR_PREFIX", "VAL_PREFIX", "VAL_SCORES", "LiveCurves", "read_metric"]

@@ -23,10 +23,11 @@ from cgstvg.data.shard_reader import iter_shard_samples
 from cgstvg.engine.batch_model import BatchModel
 from cgstvg.engine.distributed import DistEnv
 from cgstvg.engine.ema import unwrap
+from cgstvg.engine.live import VAL_SCORES
 from cgstvg.evaluation.evaluate_loop import GroundTruth, evaluate_model
 from cgstvg.evaluation.metrics import MetricProtocol, OnMissing
 
-SCORES = ("m_tIoU", "m_vIoU")
+SCORES = VAL_SCORES  # the scores logged (cgstvg.engine.live)
 
 
 @dataclasses.dataclass(frozen=True)
