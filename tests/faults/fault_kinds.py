@@ -104,6 +104,8 @@ class Context:
         """The base pipeline's params and the outputs of `stages` (all when none) copied into `work`."""
         base = self.base()
         shutil.copy(base / "params.yaml", work / "params.yaml")
+        if "train" in stages and "normalize" not in stages:
+            stages += ("normalize",)  # the ground truth of train's held-out validation (train.validation)
         for stage in stages or STAGES:
             shutil.copytree(base / "out" / stage, work / "out" / stage)
         return work / "params.yaml"
@@ -535,7 +537,7 @@ def checkpoint_bit_flip(ctx: Context, work: Path) -> str:
 def train_resume_bytes(ctx: Context, work: Path) -> str:
     """Training stopped after a checkpoint (here: only the checkpoint of step 4 survives it) and resumed writes
     the uninterrupted run's checkpoints and model.pt, byte for byte."""
-    params = ctx.copy_base(work, "shard", "extract")
+    params = ctx.copy_base(work, "normalize", "shard", "extract")
     src, dst = ctx.base() / "out/train/checkpoints", work / "out/train/checkpoints"
     dst.mkdir(parents=True)
     for name in ("step_00000004.pt", "step_00000004.pt.sha256"):
