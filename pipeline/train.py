@@ -40,14 +40,16 @@ from cgstvg.engine.train_loop import TrainSettings, train
 from cgstvg.inference.checkpoint import GroundingParams, save_grounding_checkpoint
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.criterion import LOSS_NAMES, CGSTVGCriterion
+from cgstvg.model.memory_savers import MemorySavers, apply_memory_savers
 from cgstvg.utils.atomic import write_json
 from cgstvg.utils.hashing import sha256_file
 from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
 from pipeline import run_stage
 
-# Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint).
-NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress")
+# Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint); the
+# memory savers change them by float rounding only, so a run may resume with them switched.
+NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress", "memory")
 
 
 def build_training_model(params: dict, features_dir: Path, where) -> tuple[BatchModel, tuple[str, ...]]:
@@ -70,6 +72,8 @@ def build_training_model(params: dict, features_dir: Path, where) -> tuple[Batch
     for name in ("appearance", "text"):
         if name in names:  # cached means frozen
             getattr(model, name).requires_grad_(False)
+    train_cfg = section(params, "train", where)
+    apply_memory_savers(model, MemorySavers.from_params(train_cfg.get("memory"), f"{where}:train.memory"))
     return BatchModel(model), names
 
 
