@@ -32,10 +32,10 @@ scores:
 	dvc metrics show
 	dvc metrics diff --all --targets outputs/evaluate/metrics_detail.json
 
-# The experiments of HEAD with their headline scores, in 120 columns (`dvc exp show` alone prints every param and
+# The experiments of HEAD with their headline scores and train's held-out validation, in 120 columns (`dvc exp show` alone prints every param and
 # dep); `make exp-show EXP_ARGS=-A` for the experiments of every commit. tests/test_metrics_files.py runs this line.
 exp-show:
-	dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|model\.(m_|vIoU)' $(EXP_ARGS)
+	dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|model\.(m_|vIoU)|val\.m_' $(EXP_ARGS)
 
 # The README figures made from files in docs/ (matplotlib, headless).
 figures:

@@ -2,8 +2,10 @@
 
     python docs/plot_learning_curves.py [--curves docs/learning_curves --out docs/learning_curves/box_losses.png]
 
-Each CSV is a `train` stage loss curve (`outputs/train/plots/loss.csv` of one run: step, epoch, total and the
-weighted loss terms, each summed over the decoding stages). The runs used different loss weights, so every term
+Each CSV is a `train` stage loss curve of one run (step, epoch, total and the weighted loss terms, each summed over
+the decoding stages), archived from the former `outputs/train/plots/loss.csv`; a newer run's curves are DVCLive's
+`outputs/train/live/plots/metrics/train/loss/<term>.tsv` (`live_to_csv` makes such a CSV of them).
+The runs used different loss weights, so every term
 is divided by its weight and by the number of stages: the panels show one stage's unweighted box L1, GIoU and
 start/end KL, comparable across runs (the KL is over 32 frames in the default and 16 in the other run, so its
 level is not). Headless: matplotlib's Agg backend, no display needed.
@@ -46,6 +48,24 @@ def read_curve(path: Path) -> dict[str, list[float]]:
     if missing:
         raise ValueError(f"{path}: no column {missing} (columns: {list(rows[0])})")
     return {c: [float(r[c]) for r in rows] for c in rows[0]}
+
+
+def live_to_csv(live: Path, out: Path) -> Path:
+    """A `train` DVCLive folder's loss curves as one CSV in the layout above (step, total, the terms)."""
+    folder = live / "plots" / "metrics" / "train" / "loss"
+    columns: dict[str, dict[int, str]] = {}
+    for tsv in sorted(folder.glob("*.tsv")):
+        with open(tsv, newline="") as f:
+            columns[tsv.stem] = {int(r["step"]): r[tsv.stem] for r in csv.DictReader(f, delimiter="\t")}
+    if not columns:
+        raise ValueError(f"{folder}: no loss curves")
+    names = sorted(columns, key=lambda c: (c != "total", c))
+    steps = sorted(set().union(*columns.values()))
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["step", *names])
+        writer.writerows([step, *(columns[c].get(step, "") for c in names)] for step in steps)
+    return out
 
 
 def plot(curves: Path, out: Path) -> Path:

@@ -1,11 +1,12 @@
 """Stage `train`: train CG-STVG on one dataset's training shards; resumes automatically; DDP under torchrun.
 
     python -m pipeline.train --shards outputs/shard --features outputs/extract --out outputs/train \
-        [--params params.yaml]
+        [--normalized outputs/normalize] [--params params.yaml]
     torchrun --nproc_per_node 2 -m pipeline.train ...        # DDP (gloo on CPU, NCCL on GPU)
 
 Reads `base.seed`, `model`, `shard` (the loader's augmentation, and the sampling/resize that the checkpoint records
-for grounding raw videos) and `train`. Inputs (`train.input`):
+for grounding raw videos), `train` and, for its held-out validation, `evaluate.protocol`, `evaluate.metric_protocol`,
+`evaluate.batch_size` and `evaluate.amp` (scored as `evaluate` scores). Inputs (`train.input`):
 - `frames`: the appearance CNN and the text encoder train end to end on the frames; motion comes from `extract`;
 - `features`: appearance, motion and text all come from `extract` (those backbones frozen); only the head trains.
 Writes (rank 0 only):
@@ -14,9 +15,13 @@ Writes (rank 0 only):
   persists in dvc.yaml);
 - `<out>/model.pt`: the EMA weights as a grounding checkpoint (`cgstvg.inference.checkpoint`), read by `evaluate`
   and by `cgstvg ground`;
-- `<out>/plots/loss.csv` (step, epoch, total, each weighted term summed over the decoding stages) and
-  `<out>/plots/lr.csv` (each parameter group's learning rate), for `dvc plots`;
-- `<out>/summary.json`: steps, epochs, seconds and seconds per step of this invocation, parameter counts.
+- `<out>/live/`, DVCLive's folder (`cgstvg.engine.live`): `plots/metrics/train/loss/*.tsv` (total and each weighted
+  term summed over the decoding stages, every `train.log_every` steps), `plots/metrics/train/lr/*.tsv` (each
+  parameter group's learning rate), `plots/metrics/val/*.tsv` (m_tIoU, m_vIoU of the EMA weights on a fixed subset
+  of `train.validation.split`, every `train.validation.every` steps; needs `--normalized` for the ground truth) and
+  `metrics.json` (the step and the latest validation scores), for `dvc plots` and `dvc exp show`;
+- `<out>/summary.json`: run bookkeeping, not a score (declared as a plain out, no DVC metric): steps, epochs,
+  seconds, seconds per step and seconds of validation of this invocation, parameter counts.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from cgstvg.engine.frozen_backbones import cached_features, input_mode, load_fro
 from cgstvg.engine.init_weights import init_grounding
 from cgstvg.engine.optim import group_specs_from_params
 from cgstvg.engine.train_loop import TrainSettings, train
+from cgstvg.engine.validation import ValidationSettings, Validator
+from cgstvg.evaluation.evaluate_loop import GroundTruth
+from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
 from cgstvg.inference.checkpoint import GroundingParams, save_grounding_checkpoint
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.criterion import LOSS_NAMES, CGSTVGCriterion
@@ -47,9 +55,10 @@ from cgstvg.utils.integrity import IntegrityError
 from cgstvg.utils.params import load_params, section
 from pipeline import run_stage
 
-# Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint); the
-# memory savers change them by float rounding only, so a run may resume with them switched.
-NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress", "memory")
+# Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint).
+# `validation` leaves the weights as they are (tests/test_train_resume.py compares the bytes); the memory savers
+# change them by float rounding only, so a run may resume with them switched.
+NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress", "validation", "memory")
 
 
 def build_training_model(params: dict, features_dir: Path, where) -> tuple[BatchModel, tuple[str, ...]]:
@@ -106,6 +115,36 @@ def ground_protocol(params: dict) -> str:
     return "two_pass" if int(params["shard"]["sampling"].get("eval_multiplier", 2)) == 2 else "single_pass"
 
 
+def build_validator(params: dict, args: argparse.Namespace, names: tuple[str, ...], env, where) -> Validator | None:
+    """The held-out validation of `train.validation` (None when `every` is 0): the `evaluate` stage's scoring."""
+    settings = ValidationSettings.from_params(section(params, "train", where)["validation"])
+    if settings.every == 0:
+        return None
+    if args.normalized is None:
+        raise SystemExit("train: train.validation.every > 0 needs --normalized (the ground truth it is scored on)")
+    import pyarrow.parquet as pq
+
+    dataset = params["train"]["dataset"]
+    table = args.normalized / dataset / f"{settings.split}.parquet"
+    if not table.is_file():
+        raise FileNotFoundError(f"{table}: no normalized table for train.validation.split {settings.split!r}")
+    gt = {r["sample_id"]: GroundTruth.from_row(r) for r in pq.read_table(table).to_pylist()}
+    cfg = section(params, "evaluate", where)
+    return Validator.build(
+        settings,
+        args.shards / dataset / settings.split,
+        args.features / dataset / settings.split,
+        gt,
+        env,
+        feature_names=names,
+        batch_size=int(cfg["batch_size"]),
+        protocol=cfg["protocol"],
+        metric_protocol=cfg["metric_protocol"],
+        on_missing=RELEASE_ON_MISSING[dataset],
+        amp=bool(cfg.get("amp", True)),
+    )
+
+
 def _manifest_digest(path: Path) -> str:
     return sha256_file(path)[:16] if path.is_file() else "missing"
 
@@ -115,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shards", required=True, type=Path, help="shard output, e.g. outputs/shard")
     parser.add_argument("--features", required=True, type=Path, help="extract output, e.g. outputs/extract")
     parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. outputs/train")
+    parser.add_argument("--normalized", type=Path, help="normalize output (the validation's ground truth)")
     parser.add_argument("--params", default="params.yaml", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -173,8 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
             env,
             args.out / "checkpoints",
             fp,
-            loss_csv=args.out / "plots" / "loss.csv",
-            lr_csv=args.out / "plots" / "lr.csv",
+            live_dir=args.out / "live",
+            validate=build_validator(params, args, names, env, args.params),
             progress=bool(cfg.get("progress", sys.stderr.isatty())),
         )
         summary = {
@@ -191,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
             "steps_run": result.steps_run,
             "seconds": round(result.seconds, 1),
             "seconds_per_step": round(result.seconds / max(1, result.steps_run), 4),
+            "validation_seconds": round(result.validation_seconds, 1),  # included in `seconds`
             "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "params_total": sum(p.numel() for p in model.parameters()),
             "final_loss": result.curve[-1]["total"] if result.curve else None,

@@ -73,7 +73,16 @@ def stage_args(stage: str, out: Path) -> list[str]:
         "normalize": ["--raw", f"{out}/synthesize", "--out", f"{out}/normalize"],
         "shard": ["--normalized", f"{out}/normalize", "--raw", f"{out}/synthesize", "--out", f"{out}/shard"],
         "extract": ["--shards", f"{out}/shard", "--out", f"{out}/extract", "--normalized", f"{out}/normalize"],
-        "train": ["--shards", f"{out}/shard", "--features", f"{out}/extract", "--out", f"{out}/train"],
+        "train": [
+            "--shards",
+            f"{out}/shard",
+            "--features",
+            f"{out}/extract",
+            "--out",
+            f"{out}/train",
+            "--normalized",
+            f"{out}/normalize",
+        ],
         "evaluate": [
             "--normalized",
             f"{out}/normalize",

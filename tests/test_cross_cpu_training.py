@@ -8,13 +8,13 @@ process each time (the capability is read at start-up).
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 
 import pytest
 import torch
 
+from cgstvg.engine.live import read_metric
 from pipeline_support import REPO, prepare_shards, stage_command, tiny_params
 
 # 12 steps of float32 training: the first step's losses differ by float32 rounding of the forward op chain (about
@@ -36,8 +36,7 @@ def _losses(workdir, name: str, capability: str | None) -> list[float]:
     cmd = stage_command("train", workdir / "params.yaml", workdir / "out", result=workdir / name / "train")
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(workdir / name / "train" / "plots" / "loss.csv") as f:
-        return [float(row["total"]) for row in csv.DictReader(f)]
+    return [value for _, value in read_metric(workdir / name / "train" / "live", "train/loss/total")]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cgstvg.engine.live import read_metric
 from cgstvg.evaluation.report import HEADLINE_KEYS
 from cgstvg.inference.checkpoint import load_grounding_model
 from pipeline import evaluate, extract, shard
@@ -60,14 +61,12 @@ def test_training_outputs(run):
     _, out, results = run
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert summary["steps"] == 12 and summary == json.loads(json.dumps(results["train"]))
-    with open(out / "train" / "plots" / "loss.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == list(range(1, 13))
-    assert {"total", "loss_bbox", "loss_giou", "loss_sted", "loss_actioness", "loss_conf"} <= set(rows[0])
-    with open(out / "train" / "plots" / "lr.csv") as f:
-        lr = list(csv.DictReader(f))
+    live = out / "train" / "live"
+    for term in ("total", "loss_bbox", "loss_giou", "loss_sted", "loss_actioness", "loss_conf"):
+        assert [step for step, _ in read_metric(live, f"train/loss/{term}")] == list(range(1, 13))
+    lr = [value for _, value in read_metric(live, "train/lr/rest")]
     # the milestone after epoch 1 (6 steps): steps 7-12 ran at a tenth of the rate of steps 1-6
-    assert float(lr[6]["lr_rest"]) == pytest.approx(0.1 * float(lr[5]["lr_rest"])) == float(lr[-1]["lr_rest"])
+    assert lr[6] == pytest.approx(0.1 * lr[5]) == lr[-1]
     # the checkpoint grounds raw videos: it carries its params, its tokenizer and the EMA weights
     grounding = load_grounding_model(out / "train" / "model.pt")
     assert grounding.checkpoint["step"] == 12 and grounding.params.protocol == "two_pass"

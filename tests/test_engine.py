@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import random
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -162,7 +166,7 @@ def _settings(**kw):
     return TrainSettings(**base)
 
 
-def _run(tmp_path, name, loss=_loss, **kw):
+def _run(tmp_path, name, loss=_loss, validate=None, **kw):
     torch.manual_seed(0)
     model = Toy()
     return train(
@@ -174,10 +178,15 @@ def _run(tmp_path, name, loss=_loss, **kw):
         init_distributed("cpu"),
         tmp_path / name,
         fingerprint="fp",
-        loss_csv=tmp_path / f"{name}_loss.csv",
-        lr_csv=tmp_path / f"{name}_lr.csv",
+        live_dir=tmp_path / f"{name}_live",
+        validate=validate,
         progress=False,
     )
+
+
+def live_files(directory) -> dict[str, str]:
+    """Every file of a DVCLive folder, by relative path."""
+    return {str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 class Crash(Exception):
@@ -204,9 +213,14 @@ def test_resume_after_a_crash_continues_the_same_run(tmp_path):
     assert resumed.curve == whole.curve  # same steps, same losses, same learning rates
     for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
         torch.testing.assert_close(a, b)
-    assert (tmp_path / "cut_loss.csv").read_text() == (tmp_path / "whole_loss.csv").read_text()
-    header = (tmp_path / "whole_lr.csv").read_text().splitlines()[0]
-    assert header == "step,lr_rest,lr_visual_backbone,lr_text_encoder,lr_temporal_decoder"
+    # DVCLive's files of the resumed run are the uninterrupted run's: no step twice, none missing
+    assert live_files(tmp_path / "cut_live") == live_files(tmp_path / "whole_live")
+    curves = tmp_path / "whole_live" / "plots" / "metrics" / "train"
+    assert sorted(p.stem for p in (curves / "lr").iterdir()) == sorted(
+        ["rest", "visual_backbone", "text_encoder", "temporal_decoder"]
+    )
+    total = (curves / "loss" / "total.tsv").read_text().splitlines()
+    assert total[0] == "step\ttotal" and [int(r.split("\t")[0]) for r in total[1:]] == list(range(2, 19, 2))
 
     again = _run(tmp_path, "whole")  # a finished run resumes at its end and does nothing
     assert again.steps_run == 0 and again.curve == whole.curve
@@ -274,3 +288,61 @@ def test_settings_from_the_params_train_section():
     assert settings.weight_decay == cfg["optim"]["weight_decay"] and settings.grad_clip == cfg["grad_clip"]
     assert (settings.seed, settings.find_unused_parameters, settings.amp_dtype) == (3, True, cfg["amp_dtype"])
     assert settings.checkpoint_every == cfg["checkpoint_every"] and settings.log_every == cfg["log_every"]
+
+
+def _noisy_loss(model, batch):
+    """The loss scaled by draws from numpy's and Python's global generators (which the loop does not reseed)."""
+    total, terms = _loss(model, batch)
+    return total * (1 + 0.01 * float(np.random.rand()) + 0.01 * random.random()), terms
+
+
+def _greedy_validation(ema):
+    """A validation that draws from every global generator and leaves the EMA model in eval mode."""
+    ema.eval()
+    torch.rand(3), np.random.rand(5), random.random()
+    with torch.no_grad():
+        out = ema.module(torch.ones(2, 4))
+    return {"m_tIoU": float(out.mean()), "m_vIoU": 0.25}
+
+
+def _seeded_run(tmp_path, name, **kw):
+    np.random.seed(0)
+    random.seed(0)
+    return _run(tmp_path, name, loss=kw.pop("loss", _noisy_loss), **kw)
+
+
+def test_validation_changes_nothing_in_training_and_resumes(tmp_path):
+    off = _seeded_run(tmp_path, "off")
+    on = _seeded_run(tmp_path, "on", validate=_greedy_validation, validation_every=4)
+    assert off.validation == [] and [v["step"] for v in on.validation] == [4, 8, 12, 16]
+    assert on.curve == off.curve
+    for a, b in zip(
+        [*off.model.state_dict().values(), *off.ema.state_dict().values()],
+        [
+            *on.model.state_dict().values(),
+            *on.ema.state_dict().values(),
+        ],
+    ):
+        assert torch.equal(a, b)
+    assert all(m.training for m in on.ema.modules())  # as the loop keeps them, whatever the validation did
+    val = tmp_path / "on_live" / "plots" / "metrics" / "val"
+    assert [r.split("\t")[0] for r in (val / "m_vIoU.tsv").read_text().splitlines()] == ["step", "4", "8", "12", "16"]
+    summary = json.loads((tmp_path / "on_live" / "metrics.json").read_text())
+    assert summary == {"val": {"m_tIoU": on.validation[-1]["m_tIoU"], "m_vIoU": 0.25}, "step": 18}
+
+    # resume: the rows of the checkpoint logged again, then the rest; no step twice, none missing (the plain loss:
+    # a resumed run reseeds torch, not numpy's or Python's generators)
+    whole = _run(tmp_path, "ref", validate=_greedy_validation, validation_every=4)
+    calls = {"n": 0}
+
+    def crashing(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 15:  # dies during step 15: validated at 12, last checkpoint at 12
+            raise Crash
+        return _loss(model, batch)
+
+    with pytest.raises(Crash):
+        _run(tmp_path, "cut", loss=crashing, validate=_greedy_validation, validation_every=4)
+    resumed = _run(tmp_path, "cut", validate=_greedy_validation, validation_every=4)
+    assert resumed.resumed_from == 12 and resumed.validation == whole.validation
+    assert live_files(tmp_path / "cut_live") == live_files(tmp_path / "ref_live")

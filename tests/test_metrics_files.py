@@ -107,6 +107,8 @@ def test_documented_exp_show_line_fits_120_columns():
     out = _run_dvc(*argv[1:])
     header = out.splitlines()[1]
     assert "Experiment" in header and "model.m_vIoU" in header and "model.vIoU@0.5" in header
+    if "val" in json.loads((REPO / "outputs/train/live/metrics.json").read_text()):  # runs since DVCLive validate
+        assert "val.m_tIoU" in header and "val.m_vIoU" in header  # train's held-out validation (evaluate's params)
     assert "train." not in header and "cgstvg/" not in header  # no params, no deps
     assert _width(out) <= WIDTH, out
 

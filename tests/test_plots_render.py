@@ -2,7 +2,8 @@
 
 The page is built by docs/render_plots_screenshot.py (the README screenshot's code) in a throwaway repository with
 this checkout's dvc.yaml, .dvc/config and templates, and small plot data: the git-tracked curves and evaluation
-plots of outputs/, tube-length files from normalize's own quantile function, one GIF render. Headless Chromium
+plots of outputs/, tube-length files from normalize's own quantile function, held-out validation curves in
+DVCLive's layout (the committed run predates the validation), one GIF render. Headless Chromium
 opens it from disk with no host name resolvable and a dead proxy, and the test reads the drawn SVG back.
 """
 
@@ -23,8 +24,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 TRACKED = [  # plot data that git tracks (cache: false): the default run's real curves and scores
     "outputs/pretrain_grounding/curve.csv",
-    "outputs/train/plots/loss.csv",
-    "outputs/train/plots/lr.csv",
+    *sorted(
+        str(p.relative_to(REPO)) for p in (REPO / "outputs/train/live/plots/metrics/train").rglob("*.tsv")
+    ),  # DVCLive's loss and learning-rate curves
     "outputs/evaluate/plots/viou_histogram.csv",
     "outputs/evaluate/plots/tiou_viou.csv",
 ]
@@ -111,6 +113,11 @@ def _plot_data(root: Path) -> None:
             writer = csv.writer(f)
             writer.writerow(["quantile", "tube_length"])
             writer.writerows(tube_length_quantiles(rows))
+    val = root / "outputs/train/live/plots/metrics/val"
+    val.mkdir(parents=True)
+    for name, level in (("m_tIoU", 0.5), ("m_vIoU", 0.3)):
+        rows = "".join(f"{step}\t{level * step / 900}\n" for step in (300, 600, 900))
+        (val / f"{name}.tsv").write_text(f"step\t{name}\n{rows}")
     renders = root / "outputs/evaluate/renders"
     renders.mkdir(parents=True)
     frames = [Image.new("RGB", (48, 32), (60 * k, 90, 200)) for k in range(3)]
@@ -143,7 +150,8 @@ def test_every_declared_plot_is_drawn_once(drawn):
     plots, _, _, tree, _ = drawn
     vega = [p for p in plots if p["kind"] == "vega"]
     charts = tree.find("div", class_="vega-embed*")
-    assert len(charts) == len(vega) == 6  # IoU, tube length, loss, lr (top level); histogram, scatter (evaluate)
+    # IoU, tube length, loss, lr, held-out validation (top level); histogram, scatter (evaluate)
+    assert len(charts) == len(vega) == 7
     titles = []
     for chart in charts:
         assert chart.find("svg", class_="marks"), f"{chart.attrs.get('id')}: nothing drawn"
@@ -160,7 +168,12 @@ def test_each_series_has_its_own_line_and_colour(drawn):
     plots, _, _, tree, _ = drawn
     charts = {c.attrs["id"]: c for c in tree.find("div", class_="vega-embed*")}
     series_plots = [p for p in plots if p["props"].get("template") == "series"]
-    assert {p["id"] for p in series_plots} >= {"training loss", "learning rates", "tube length by quantile"}
+    assert {p["id"] for p in series_plots} >= {
+        "training loss",
+        "learning rates",
+        "train: held-out validation",
+        "tube length by quantile",
+    }
     for plot in series_plots:
         [chart] = [c for c in charts.values() if c.find(aria_label=f"Title text '{plot['id']}'")]
         lines = chart.find("path", aria_roledescription="line mark")

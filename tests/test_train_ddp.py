@@ -16,7 +16,10 @@ from pipeline_support import prepare_shards, run_command, stage_command, tiny_pa
 def workdir(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("ddp")
-    prepare_shards(d, tiny_params(train={"epochs": 2}, evaluate={"protocol": "two_pass", "renders": 1}))
+    validation = {"every": 3, "split": "test", "samples": 4}  # both test shards: one per rank
+    prepare_shards(
+        d, tiny_params(train={"epochs": 2, "validation": validation}, evaluate={"protocol": "two_pass", "renders": 1})
+    )
     return d
 
 
@@ -28,8 +31,11 @@ def test_two_process_training_and_evaluation_match_one_process(workdir):
     # 12 samples / (2 ranks x batch 2) = 3 steps per epoch on each rank
     assert summary["world_size"] == 2 and summary["steps"] == 6 and summary["steps_per_epoch"] == 3
     assert [s for s, _ in list_checkpoints(out / "train" / "checkpoints")] == [4, 6]
-    rows = (out / "train" / "plots" / "loss.csv").read_text().splitlines()
+    rows = (out / "train" / "live" / "plots" / "metrics" / "train" / "loss" / "total.tsv").read_text().splitlines()
     assert len(rows) == 1 + 6  # one header, one row per step: written once (rank 0), not once per rank
+    # the validation ran on both ranks (each scores its shard) and was logged once
+    val = (out / "train" / "live" / "plots" / "metrics" / "val" / "m_vIoU.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in val] == ["step", "3", "6"]
 
     run_command(stage_command("evaluate", params, out, nproc=2, port=29642, result=workdir / "eval2"), workdir)
     run_command(stage_command("evaluate", params, out, result=workdir / "eval1"), workdir)

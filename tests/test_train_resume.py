@@ -1,10 +1,12 @@
-"""`train` killed mid-run resumes from its checkpoint: same step count, the loss curve continues unchanged, and
-the checkpoints and `model.pt` it writes are byte for byte the uninterrupted run's."""
+"""`train` killed mid-run resumes from its checkpoint: same step count, the DVCLive curves (losses, learning rates,
+the held-out validation) continue without a step twice or missing, and the checkpoints and `model.pt` it writes are
+byte for byte the uninterrupted run's. The validation changes no weight: `model.pt` is the same bytes without it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +18,14 @@ import yaml
 from cgstvg.engine.checkpoint import list_checkpoints
 from cgstvg.inference.checkpoint import load_grounding_model
 from pipeline_support import REPO, prepare_shards, run_command, stage_command, tiny_params
+
+VALIDATION = {"every": 4, "split": "test", "samples": 2}  # 18 steps: validated at 4, 8, 12, 16 on one test shard
+
+
+def live_files(result) -> dict[str, str]:
+    """Every file of a `train` output's DVCLive folder, by relative path."""
+    live = result / "live"
+    return {str(p.relative_to(live)): p.read_text() for p in sorted(live.rglob("*")) if p.is_file()}
 
 
 def training_files(result) -> dict[str, bytes]:
@@ -34,7 +44,8 @@ def differing_training_files(a, b) -> list[str]:
 def workdir(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("resume")
-    prepare_shards(d, tiny_params(train={"epochs": 3}))  # 12 samples / batch 2 = 6 steps per epoch, 18 in all
+    # 12 samples / batch 2 = 6 steps per epoch, 18 in all
+    prepare_shards(d, tiny_params(train={"epochs": 3, "validation": VALIDATION}))
     return d
 
 
@@ -71,11 +82,17 @@ def test_killed_training_resumes_from_its_checkpoint(workdir):
     resumed = json.loads((workdir / "cut" / "train" / "summary.json").read_text())
     assert resumed["resumed_from"] >= saved and resumed["steps"] == 18
     assert resumed["steps_run"] == 18 - resumed["resumed_from"]
-    # the curve of the resumed run is the uninterrupted run's, row for row
-    for name in ("loss.csv", "lr.csv"):
-        assert (workdir / "cut" / "train" / "plots" / name).read_text() == (
-            workdir / "whole" / "train" / "plots" / name
-        ).read_text()
+    # the curves of the resumed run are the uninterrupted run's, row for row
+    whole_live = live_files(workdir / "whole" / "train")
+    assert live_files(workdir / "cut" / "train") == whole_live
+    assert [r.split("\t")[0] for r in whole_live["plots/metrics/val/m_vIoU.tsv"].splitlines()] == [
+        "step",
+        *map(str, (4, 8, 12, 16)),
+    ]
+    assert [r.split("\t")[0] for r in whole_live["plots/metrics/train/loss/total.tsv"].splitlines()[1:]] == [
+        str(i) for i in range(1, 19)
+    ]
+    assert set(json.loads(whole_live["metrics.json"])) == {"step", "val"}
     # the bytes too: the checkpoints written after the resume pickle reloaded optimizer state (issue 16)
     assert differing_training_files(workdir / "whole" / "train", workdir / "cut" / "train") == []
     a = load_grounding_model(workdir / "whole" / "train" / "model.pt").model.state_dict()
@@ -88,16 +105,27 @@ def test_rerun_of_a_finished_training_rewrites_its_curves(workdir):
     # `dvc repro` deletes a stage's outputs but keeps the persisted checkpoints: a rerun resumes at the last step,
     # runs nothing, and must still write the loss curves, the model and the summary.
     _train(workdir, "whole")
-    plots = workdir / "whole" / "train" / "plots"
-    expected = {name: (plots / name).read_text() for name in ("loss.csv", "lr.csv")}
-    for name in expected:
-        (plots / name).unlink()
+    expected = live_files(workdir / "whole" / "train")
+    shutil.rmtree(workdir / "whole" / "train" / "live")
     (workdir / "whole" / "train" / "model.pt").unlink()
     _train(workdir, "whole")
     summary = json.loads((workdir / "whole" / "train" / "summary.json").read_text())
     assert summary["resumed_from"] == 18 and summary["steps_run"] == 0
-    assert {name: (plots / name).read_text() for name in expected} == expected
+    assert live_files(workdir / "whole" / "train") == expected
     assert (workdir / "whole" / "train" / "model.pt").is_file()
+
+
+def test_validation_leaves_the_trained_model_byte_identical(workdir):
+    _train(workdir, "whole")  # validated at 4, 8, 12 and 16 (now, or by the test before, which this resumes)
+    assert (workdir / "whole" / "train" / "live" / "plots" / "metrics" / "val" / "m_tIoU.tsv").is_file()
+    params = tiny_params(train={"epochs": 3, "validation": {**VALIDATION, "every": 0}})
+    # the key order of params.yaml's: model.pt records the model params as read
+    (workdir / "no_validation.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _train(workdir, "plain", "no_validation.yaml")
+    plain = workdir / "plain" / "train"
+    assert json.loads((plain / "summary.json").read_text())["validation_seconds"] == 0.0
+    assert not (plain / "live" / "plots" / "metrics" / "val").exists()
+    assert (plain / "model.pt").read_bytes() == (workdir / "whole" / "train" / "model.pt").read_bytes()
 
 
 def test_changed_params_do_not_resume_stale_checkpoints(workdir):

@@ -2,8 +2,9 @@
 
 A checkpoint is `<dir>/step_<8 digits>.pt`, a plain dict of tensors and Python primitives (so it loads with
 `torch.load(weights_only=True)`, unlike the release's pickled checkpoints that break on torch >= 2.6):
-  step, epoch, fingerprint (str), model, model_ema, optimizer, scheduler, scaler (state dicts), curve (list of
-  dicts of floats: the loss-curve rows logged so far, so a resumed run rewrites the full curve).
+  step, epoch, fingerprint (str), model, model_ema, optimizer, scheduler, scaler (state dicts), curve and
+  validation (lists of dicts of floats: the loss-curve and validation rows logged so far, so a resumed run logs
+  the whole curve again).
 A checkpoint is written to a temporary file and renamed, so a kill mid-save never leaves a truncated one; the
 newest `keep` are kept. The fingerprint is a digest of everything that changes the result (params, data):
 checkpoints with another fingerprint are stale (the params changed under a persisted folder) and are not resumed.

@@ -12,23 +12,27 @@ other torch randomness of step k is the same whether the run was interrupted or 
 automatically from the newest checkpoint with the same fingerprint.
 
 Curves: every `log_every` steps the mean of each term over the interval (averaged over ranks) and the learning rate
-each group used in the interval's last step are appended to the curve rows, which are written (rank 0) as CSV for
-`dvc plots` and stored in the checkpoints, so that a resumed run writes the whole curve.
+each group used in the interval's last step make one curve row; with a `validate` callable, every
+`validation_every` steps the EMA weights are scored too. Both are logged (rank 0) through DVCLive
+(`cgstvg.engine.live`) and stored in the checkpoints, so that a resumed run logs the whole curve again, row for row.
+Validation leaves training as it was: every random state it could draw from and the EMA modules' train/eval flags
+are saved before it and restored after it, so the trained weights are the same bytes with it or without it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import itertools
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -36,13 +40,14 @@ from torch.nn.parallel import DistributedDataParallel
 from cgstvg.engine import checkpoint as ckpt
 from cgstvg.engine.distributed import DistEnv, all_reduce_mean, barrier
 from cgstvg.engine.ema import build_ema, unwrap
+from cgstvg.engine.live import LiveCurves
 from cgstvg.engine.optim import GroupSpec, build_optimizer, build_scheduler
-from cgstvg.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
 BatchFn = Callable[[int, int], Iterable[Any]]
+ValidateFn = Callable[[nn.Module], Mapping[str, float]]  # the EMA model (an AveragedModel) -> scores
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -64,6 +69,7 @@ class TrainSettings:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
+    validation_every: int = 0  # steps between validations (with a `validate` callable); 0: never
     seed: int = 2021
     find_unused_parameters: bool = False
 
@@ -71,6 +77,8 @@ class TrainSettings:
         for name in ("epochs", "steps_per_epoch", "checkpoint_every", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.validation_every < 0:
+            raise ValueError(f"train.validation.every must be >= 0, got {self.validation_every}")
         if self.checkpoint_every % self.log_every:
             raise ValueError(
                 f"train.checkpoint_every ({self.checkpoint_every}) must be a multiple of train.log_every "
@@ -108,6 +116,7 @@ class TrainSettings:
             checkpoint_every=int(section["checkpoint_every"]),
             keep_checkpoints=int(section["keep_checkpoints"]),
             log_every=int(section["log_every"]),
+            validation_every=int(section.get("validation", {}).get("every", 0)),
             seed=seed,
             find_unused_parameters=find_unused_parameters,
         )
@@ -120,6 +129,8 @@ class TrainResult:
     model: nn.Module  # the trained (unwrapped) model
     ema: nn.Module  # the EMA model (an AveragedModel; `.module` is the averaged copy)
     curve: list[dict[str, float]]
+    validation: list[dict[str, float]]  # step and scores of each validation
+    validation_seconds: float  # of `seconds`, the validations' (this invocation)
     seconds: float  # wall time of this invocation
     steps_run: int  # steps run in this invocation
 
@@ -129,19 +140,35 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + rank * 104_729) % (2**63 - 1)
 
 
-def write_curves(rows: Sequence[Mapping[str, float]], loss_csv: str | os.PathLike, lr_csv: str | os.PathLike) -> None:
-    """Write the loss columns (step, epoch, total, terms) and the `lr_*` columns as two CSV files, atomically."""
-    if not rows:
-        return
-    cols = list(rows[0].keys())
-    lr_cols = [c for c in cols if c.startswith("lr_")]
-    loss_cols = [c for c in cols if not c.startswith("lr_")]
-    for path, columns in ((loss_csv, loss_cols), (lr_csv, ["step", *lr_cols])):
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-            w.writeheader()
-            for r in rows:
-                w.writerow({c: (r[c] if isinstance(r[c], int) else f"{r[c]:.6g}") for c in columns})
+class _RandomState:
+    """Every random generator a validation could draw from (torch CPU and CUDA, numpy's and Python's global ones)."""
+
+    def __init__(self):
+        self.torch = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self.numpy = np.random.get_state()
+        self.python = random.getstate()
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.torch)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        np.random.set_state(self.numpy)
+        random.setstate(self.python)
+
+
+def _validate(validate: ValidateFn, ema: nn.Module, step: int) -> dict[str, float]:
+    """The scores of the EMA weights at `step`, leaving random states and module modes as they were."""
+    state = _RandomState()
+    modes = [(m, m.training) for m in ema.modules()]
+    try:
+        with torch.no_grad():
+            scores = dict(validate(ema))
+    finally:
+        state.restore()
+        for m, training in modes:
+            m.train(training)
+    return {"step": step, **{k: float(v) for k, v in scores.items()}}
 
 
 def _autocast(env: DistEnv, settings: TrainSettings):
@@ -173,16 +200,28 @@ class _Optimization:
         return cls(optimizer, scheduler, scaler, ema, use_scaler, [p for p in model.parameters() if p.requires_grad])
 
 
+def _validate_and_log(
+    validate: ValidateFn,
+    ema: nn.Module,
+    step: int,
+    validation: list[dict[str, float]],
+    live: LiveCurves | None,
+    row: dict[str, float] | None,
+) -> float:
+    """Validate at `step`, keep the scores and log them with the step's row; returns the seconds it took."""
+    t0 = time.perf_counter()
+    scores = _validate(validate, ema, step)
+    validation.append(scores)
+    if live is not None:
+        live.log(step, row, scores)
+    return time.perf_counter() - t0
+
+
 def _resume(
-    model: nn.Module,
-    opt: _Optimization,
-    checkpoint_dir: Path,
-    fingerprint: str,
-    env: DistEnv,
-    curve_csv: tuple[str | os.PathLike, str | os.PathLike] | None,
-) -> tuple[int, list[dict[str, float]]]:
-    """Load the newest checkpoint with this fingerprint into model and optimization; returns (its step, its
-    curve), (0, []) for a fresh run (whose stale checkpoints are removed)."""
+    model: nn.Module, opt: _Optimization, checkpoint_dir: Path, fingerprint: str, env: DistEnv
+) -> tuple[int, list[dict[str, float]], list[dict[str, float]]]:
+    """Load the newest checkpoint with this fingerprint into model and optimization; returns (its step, its curve
+    rows, its validation rows), (0, [], []) for a fresh run (whose stale checkpoints are removed)."""
     state = ckpt.latest_checkpoint(checkpoint_dir, fingerprint)
     if state is None:
         if env.is_main:
@@ -191,20 +230,16 @@ def _resume(
                 log.warning(
                     "removed %d stale checkpoint(s) from %s (params or data changed)", len(removed), checkpoint_dir
                 )
-        return 0, []
+        return 0, [], []
     unwrap(model).load_state_dict(state["model"])
     opt.ema.load_state_dict(state["model_ema"])
     opt.optimizer.load_state_dict(state["optimizer"])
     opt.scheduler.load_state_dict(state["scheduler"])
     opt.scaler.load_state_dict(state["scaler"])
-    start, curve = int(state["step"]), list(state["curve"])
+    start = int(state["step"])
     if env.is_main:
         log.info("resuming from %s at step %d", checkpoint_dir, start)
-        if curve and curve_csv is not None:
-            # Rewritten now: a run resumed at its last step has no step left to write them (DVC deletes a
-            # stage's outputs before running it, the persisted checkpoints excepted).
-            write_curves(curve, *curve_csv)
-    return start, curve
+    return start, list(state["curve"]), list(state.get("validation", []))
 
 
 def _optimizer_step(
@@ -239,16 +274,10 @@ def _optimizer_step(
 
 class _CurveLog:
     """The curve rows: every `log_every` steps the mean of each term over the interval (averaged over ranks) and
-    each group's learning rate in the interval's last step; rank 0 rewrites the CSV files after every row."""
+    each group's learning rate in the interval's last step."""
 
-    def __init__(
-        self,
-        rows: list[dict[str, float]],
-        settings: TrainSettings,
-        env: DistEnv,
-        curve_csv: tuple[str | os.PathLike, str | os.PathLike] | None,
-    ):
-        self.rows, self.settings, self.env, self.curve_csv = rows, settings, env, curve_csv
+    def __init__(self, rows: list[dict[str, float]], settings: TrainSettings, env: DistEnv):
+        self.rows, self.settings, self.env = rows, settings, env
         self.sums: dict[str, float] = {}
         self.count = 0
 
@@ -271,8 +300,6 @@ class _CurveLog:
         row.update(used_lr)
         self.rows.append(row)
         self.sums, self.count = {}, 0
-        if self.env.is_main and self.curve_csv is not None:
-            write_curves(self.rows, *self.curve_csv)
         return row
 
 
@@ -296,20 +323,29 @@ def train(
     env: DistEnv,
     checkpoint_dir: str | os.PathLike,
     fingerprint: str,
-    loss_csv: str | os.PathLike | None = None,
-    lr_csv: str | os.PathLike | None = None,
+    live_dir: str | os.PathLike | None = None,
+    validate: ValidateFn | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train `model` for `settings.total_steps` optimizer steps, resuming from `checkpoint_dir` if possible."""
+    """Train `model` for `settings.total_steps` optimizer steps, resuming from `checkpoint_dir` if possible.
+
+    live_dir: the DVCLive folder of the curves (None: not logged); validate: scores the EMA model every
+    `settings.validation_every` steps (on every rank: it may be collective)."""
     t0 = time.perf_counter()
     checkpoint_dir = Path(checkpoint_dir)
-    curve_csv = (loss_csv, lr_csv) if loss_csv is not None and lr_csv is not None else None
     model.to(env.device)
     opt = _Optimization.build(model, groups, settings, env)
-    start, curve = _resume(model, opt, checkpoint_dir, fingerprint, env, curve_csv)
+    start, curve, validation = _resume(model, opt, checkpoint_dir, fingerprint, env)
     opt.ema.to(env.device)
     ddp_model = _wrap(model, settings, env)
-    curve_log = _CurveLog(curve, settings, env, curve_csv)
+    curve_log = _CurveLog(curve, settings, env)
+    live = LiveCurves(live_dir) if live_dir is not None and env.is_main else None
+    if live is not None:
+        # Logged again now: DVC deletes a stage's outputs before running it (the persisted checkpoints excepted),
+        # and a run resumed at its last step has no step left to log them.
+        live.replay(curve, validation)
+    due = validate is not None and settings.validation_every > 0
+    validation_seconds = 0.0
     bar = None
     if progress and env.is_main:
         from tqdm import tqdm
@@ -326,10 +362,14 @@ def train(
             total, terms, used_lr = _optimizer_step(model, ddp_model, opt, loss_fn, batch, step, epoch, settings, env)
             step += 1
             row = curve_log.add(step, total, terms, used_lr)
+            if due and step % settings.validation_every == 0:
+                validation_seconds += _validate_and_log(validate, opt.ema, step, validation, live, row)  # type: ignore[arg-type]
+            elif live is not None:
+                live.log(step, row, None)
             if bar is not None and row is not None:
                 bar.set_postfix(loss=f"{row['total']:.3f}", epoch=row["epoch"])
             if step % settings.checkpoint_every == 0 or step == settings.total_steps:
-                _save_checkpoint(checkpoint_dir, step, fingerprint, model, opt, curve, settings, env)
+                _save_checkpoint(checkpoint_dir, step, fingerprint, model, opt, curve, validation, settings, env)
             if bar is not None:
                 bar.update(1)
         if got != n_batches:
@@ -339,6 +379,8 @@ def train(
             )
     if bar is not None:
         bar.close()
+    if live is not None:
+        live.end()
     seconds = time.perf_counter() - t0
     return TrainResult(
         step=step,
@@ -346,6 +388,8 @@ def train(
         model=unwrap(model),
         ema=opt.ema,
         curve=curve,
+        validation=validation,
+        validation_seconds=validation_seconds,
         seconds=seconds,
         steps_run=step - start,
     )
@@ -358,6 +402,7 @@ def _save_checkpoint(
     model: nn.Module,
     opt: _Optimization,
     curve: list[dict[str, float]],
+    validation: list[dict[str, float]],
     settings: TrainSettings,
     env: DistEnv,
 ) -> None:
@@ -375,10 +420,11 @@ def _save_checkpoint(
                 "scheduler": opt.scheduler.state_dict(),
                 "scaler": opt.scaler.state_dict(),
                 "curve": curve,
+                "validation": validation,
             },
             keep=settings.keep_checkpoints,
         )
     barrier()
 
 
-__all__ = ["AMP_DTYPES", "TrainResult", "TrainSettings", "step_seed", "train", "write_curves"]
+__all__ = ["AMP_DTYPES", "TrainResult", "TrainSettings", "ValidateFn", "step_seed", "train"]
