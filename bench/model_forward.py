@@ -1,6 +1,7 @@
 """Forward time and peak memory of the full-size CG-STVG at the release's evaluation size, on this CPU.
 
     python bench/model_forward.py [--frames 64 --height 420 --width 588 --threads 2 --frame-chunk 16]
+                                  [--device cuda --amp]   # bf16 autocast; adds samples/s and CUDA peak memory
 
 The model is the release's architecture with random weights: ResNet-101 (layer4), Video Swin-T (patch 1x4x4,
 window 8x7x7, depths 2-2-6-2), RoBERTa-base (vocabulary 50265, 12 layers), and the grounding head at the
@@ -28,66 +29,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._full_model import (  # noqa: E402
+    REFERENCE_FLAGS,
+    SENTENCE,
+    add_model_flags,
+    build_full_model,
+    child_setup,
+    common_flags,
+    load_average,
+    measure,
+    model_config,
+    ours_model_flags,
+    peak_rss_gb,
+)
+
 RELEASE_NOTE = (
     "the authors' code on another 2-core machine: 198 s, 16.5 GB peak RSS "
     "(shared/reference/official-cgstvg-code.md section 7; not measured in this run, not used in the ratios)"
 )
-# The reference way: the release's computation (see the module docstring).
-REFERENCE_FLAGS = ["--frame-chunk", "0", "--no-channels-last", "--no-fold-batchnorm", "--attention", "torchvision"]
-SENTENCE = "The man in the brown coat walks to the table, picks up a cup and turns to the woman beside him."
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
 
 
 def child(args: argparse.Namespace) -> dict:
     """Build the full-size model, run one forward, return the measurements (runs in the subprocess)."""
     import torch
 
-    from cgstvg.model.appearance import ResNetTrunk
-    from cgstvg.model.cgstvg import CGSTVG
-    from cgstvg.model.config import RELEASE_CONFIG
-    from cgstvg.model.motion import VideoSwinBackbone
-    from cgstvg.model.text import ROBERTA_BASE, TextEncoder
-    from cgstvg.model.tokenizer import build_tokenizer
-
-    torch.set_num_threads(args.threads)
+    device = child_setup(args)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        # roberta-base's own tokenizer is not available offline; a small BPE one gives ids inside its vocabulary.
-        tokenizer_dir = build_tokenizer([SENTENCE], Path(tmp) / "tokenizer", vocab_size=400)
-        text = TextEncoder.from_config(
-            tokenizer_dir,
-            ROBERTA_BASE["hidden_size"],
-            ROBERTA_BASE["num_hidden_layers"],
-            ROBERTA_BASE["num_attention_heads"],
-            ROBERTA_BASE["intermediate_size"],
-            ROBERTA_BASE["max_position_embeddings"],
-            vocab_size=ROBERTA_BASE["vocab_size"],
-        )
-    model = CGSTVG(
-        ResNetTrunk(
-            "resnet101",
-            frame_chunk=args.frame_chunk,
-            channels_last=not args.no_channels_last,
-            fold_batchnorm=not args.no_fold_batchnorm,
-        ),
-        VideoSwinBackbone(attention=args.attention, attention_chunk=args.attention_chunk),
-        text,
-        RELEASE_CONFIG,
-    ).eval()
+    model = build_full_model(args).eval()
     params = sum(p.numel() for p in model.parameters())
 
     seconds: dict[str, float] = {}
@@ -100,48 +75,47 @@ def child(args: argparse.Namespace) -> dict:
         )
 
     frames = torch.randn(1, args.frames, 3, args.height, args.width)
-    rss_before = _peak_rss_gb()
-    with torch.no_grad():
+    model, frames = model.to(device), frames.to(device)
+    cuda = device.type == "cuda"
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp and cuda)
+    rss_before = peak_rss_gb()
+    if cuda:
+        with torch.no_grad(), amp:  # warm-up: CUDA kernels and allocator, so the timed forward is steady state
+            model(frames, [SENTENCE])
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad(), amp:
         start, cpu_start = time.perf_counter(), time.process_time()
         out = model(frames, [SENTENCE])
+        if cuda:
+            torch.cuda.synchronize()
         total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     if not torch.isfinite(out.pred_boxes).all():
         raise RuntimeError("model_forward: non-finite boxes")
-    return {
-        "outputs": {"boxes": out.pred_boxes.flatten().tolist(), "sted": out.pred_sted.flatten().tolist()},
-        "seconds": round(total, 2),
+    result = {
+        "outputs": {
+            "boxes": out.pred_boxes.float().flatten().tolist(),
+            "sted": out.pred_sted.float().flatten().tolist(),
+        },
+        "seconds": round(total, 3),
         # CPU time of all threads: with other jobs on the machine, cpu_seconds / threads estimates the wall time
         # this forward would take alone.
         "cpu_seconds": round(cpu, 2),
-        "peak_rss_gb": round(_peak_rss_gb(), 3),
+        "peak_rss_gb": round(peak_rss_gb(), 3),
         "peak_rss_gb_before_forward": round(rss_before, 3),
         "params": params,
         "module_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "boxes_shape": list(out.pred_boxes.shape),
     }
-
-
-def _measure(flags: list[str]) -> dict:
-    """One way's figures, from a fresh subprocess of this script."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *flags]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"model_forward: the measuring subprocess failed (exit {proc.returncode}): {flags}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    if cuda:
+        result["samples_per_s"] = round(1 / total, 3)
+        result["cuda_max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--height", type=int, default=420)
-    parser.add_argument("--width", type=int, default=588)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--frame-chunk", type=int, default=16, help="ResNet frames per chunk (0 = all at once)")
-    parser.add_argument("--no-channels-last", action="store_true")
-    parser.add_argument("--no-fold-batchnorm", action="store_true")
-    parser.add_argument("--attention", default="sdpa", choices=("sdpa", "torchvision"))
-    parser.add_argument("--attention-chunk", type=int, default=512)
+    add_model_flags(parser, frame_chunk=16)
     parser.add_argument("--no-reference", action="store_true", help="measure ours only (no ratios)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,14 +123,10 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    size = ["--frames", str(args.frames), "--height", str(args.height), "--width", str(args.width)]
-    common = [*size, "--threads", str(args.threads)]
-    ours_flags = ["--frame-chunk", str(args.frame_chunk), "--attention", args.attention]
-    ours_flags += ["--attention-chunk", str(args.attention_chunk)]
-    ours_flags += ["--no-channels-last"] * args.no_channels_last + ["--no-fold-batchnorm"] * args.no_fold_batchnorm
-    ways = {"ours": _measure([*common, *ours_flags])}
+    script, common = Path(__file__).resolve(), common_flags(args)
+    ways = {"ours": measure(script, [*common, *ours_model_flags(args)])}
     if not args.no_reference:
-        ways["reference"] = _measure([*common, *REFERENCE_FLAGS])
+        ways["reference"] = measure(script, [*common, *REFERENCE_FLAGS])
     outputs = {name: way.pop("outputs") for name, way in ways.items()}
     result: dict = {"ours": ways["ours"]}
     if "reference" in ways:
@@ -173,23 +143,11 @@ def main() -> None:
                 },
             }
         )
-    result.update(
-        {
-            "release_note": RELEASE_NOTE,
-            "config": {
-                "frames": args.frames,
-                "height": args.height,
-                "width": args.width,
-                "threads": args.threads,
-                "frame_chunk": args.frame_chunk,
-                "channels_last": not args.no_channels_last,
-                "fold_batchnorm": not args.no_fold_batchnorm,
-                "attention": args.attention,
-                "attention_chunk": args.attention_chunk,
-            },
-            "load_average_1min": round(os.getloadavg()[0], 2),
-        }
-    )
+        if "cuda_max_memory_allocated_gb" in ref:
+            result["cuda_memory_ratio"] = round(
+                ways["ours"]["cuda_max_memory_allocated_gb"] / ref["cuda_max_memory_allocated_gb"], 3
+            )
+    result.update({"release_note": RELEASE_NOTE, "config": model_config(args), "load_average_1min": load_average()})
     print(json.dumps(result))
 
 

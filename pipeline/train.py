@@ -48,6 +48,7 @@ from cgstvg.evaluation.metrics import RELEASE_ON_MISSING
 from cgstvg.inference.checkpoint import GroundingParams, save_grounding_checkpoint
 from cgstvg.model.cgstvg import build_cgstvg
 from cgstvg.model.criterion import LOSS_NAMES, CGSTVGCriterion
+from cgstvg.model.memory_savers import MemorySavers, apply_memory_savers
 from cgstvg.utils.atomic import write_json
 from cgstvg.utils.hashing import sha256_file
 from cgstvg.utils.integrity import IntegrityError
@@ -55,8 +56,9 @@ from cgstvg.utils.params import load_params, section
 from pipeline import run_stage
 
 # Keys of the `train` section that do not change the trained weights (left out of the resume fingerprint).
-# `validation` among them: it leaves the weights as they are (tests/test_train_resume.py compares the bytes).
-NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress", "validation")
+# `validation` leaves the weights as they are (tests/test_train_resume.py compares the bytes); the memory savers
+# change them by float rounding only, so a run may resume with them switched.
+NON_RESULT_KEYS = ("checkpoint_every", "keep_checkpoints", "log_every", "workers", "progress", "validation", "memory")
 
 
 def build_training_model(params: dict, features_dir: Path, where) -> tuple[BatchModel, tuple[str, ...]]:
@@ -79,6 +81,8 @@ def build_training_model(params: dict, features_dir: Path, where) -> tuple[Batch
     for name in ("appearance", "text"):
         if name in names:  # cached means frozen
             getattr(model, name).requires_grad_(False)
+    train_cfg = section(params, "train", where)
+    apply_memory_savers(model, MemorySavers.from_params(train_cfg.get("memory"), f"{where}:train.memory"))
     return BatchModel(model), names
 
 

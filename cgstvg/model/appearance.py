@@ -24,6 +24,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from cgstvg.model.memory_savers import maybe_checkpoint
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 _TRUNK_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 # The release trains layer2-4 and freezes the stem and layer1 (BackboneBase in the release).
@@ -46,6 +48,12 @@ def _run_in_chunks(fn: Any, frames: Tensor, chunk: int) -> Tensor:
     if chunk <= 0 or frames.shape[0] <= chunk:
         return fn(frames)
     return torch.cat([fn(part) for part in frames.split(chunk)])
+
+
+def _checkpointed_chunks(fn: Any, frames: Tensor, chunk: int) -> Tensor:
+    """`fn` over slices of `chunk` frames, each slice checkpointed (`train.memory.checkpoint_appearance_frames`):
+    the backward recomputes one slice at a time, so it holds one slice's activations, not all frames'."""
+    return torch.cat([maybe_checkpoint(True, fn, part) for part in frames.split(chunk)])
 
 
 class ResNetTrunk(nn.Module):
@@ -89,6 +97,7 @@ class ResNetTrunk(nn.Module):
         self.out_channels = (last_block.conv3 if hasattr(last_block, "conv3") else last_block.conv2).out_channels
         self.stride = 32 if last_layer == "layer4" else 16
         self.frame_chunk = frame_chunk
+        self.checkpoint_frames = 0  # set by cgstvg.model.memory_savers (training only)
         self.fold_batchnorm = fold_batchnorm
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
@@ -141,9 +150,16 @@ class ResNetTrunk(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         if not self.fold_batchnorm:
-            return _run_in_chunks(self._trunk, frames, self.frame_chunk)
-        folded = self._folded_weights()  # once per call, shared by the chunks
-        return _run_in_chunks(lambda part: self._folded_forward(part, folded), frames, self.frame_chunk)
+            trunk: Any = self._trunk
+        else:
+            folded = self._folded_weights()  # once per call, shared by the chunks (and their recomputations)
+
+            def trunk(part: Tensor) -> Tensor:
+                return self._folded_forward(part, folded)
+
+        if self.checkpoint_frames > 0 and torch.is_grad_enabled():
+            return _checkpointed_chunks(trunk, frames, self.checkpoint_frames)
+        return _run_in_chunks(trunk, frames, self.frame_chunk)
 
 
 def coordinate_channels(n: int, h: int, w: int, like: Tensor) -> Tensor:

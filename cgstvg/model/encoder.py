@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cgstvg.model.memory_savers import maybe_checkpoint
+
 
 class EncoderLayer(nn.Module):
     """Post-norm self-attention + ReLU FFN; position added to q and k only."""
@@ -41,10 +43,11 @@ class MultimodalEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(d_model, heads, ffn_dim, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
+        self.checkpoint = False  # checkpoint each layer (cgstvg.model.memory_savers; training only)
 
     def forward(self, tokens: Tensor, pos: Tensor, key_padding_mask: Tensor) -> Tensor:
         """tokens, pos: (N, S, d) with N = frames; key_padding_mask: (N, S). Returns the memory (N, S, d)."""
         out = tokens
         for layer in self.layers:
-            out = layer(out, pos, key_padding_mask)
+            out = maybe_checkpoint(self.checkpoint, layer, out, pos, key_padding_mask)
         return self.norm(out)

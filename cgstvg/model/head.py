@@ -23,6 +23,7 @@ from cgstvg.model.config import CGSTVGConfig
 from cgstvg.model.encoder import MultimodalEncoder
 from cgstvg.model.instance_context import ContextStep, InstanceContextRefinement
 from cgstvg.model.memory import DecoderMemory
+from cgstvg.model.memory_savers import maybe_checkpoint
 from cgstvg.model.position_encoding import sine_position_2d, sine_time_table
 from cgstvg.model.recording import Recorder
 from cgstvg.model.spatial_decoder import SpatialDecoder, SpatialDecoderLayer
@@ -113,6 +114,7 @@ class CGSTVGHead(nn.Module):
         # Saved in checkpoints as the release saves it: a converted release checkpoint brings the table its
         # authors' machine computed (equal to ours to float32 rounding, see cgstvg.model.convert).
         self.register_buffer("time_table", sine_time_table(cfg.max_video_len + 1, d))
+        self.checkpoint_decoder = False  # checkpoint each decoding stage (cgstvg.model.memory_savers)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -154,18 +156,26 @@ class CGSTVGHead(nn.Module):
             if rec is not None:
                 rec.put(self._encoder_record(memory, frames_cls, anchors))
             queries_s, queries_t = self._initial_queries(memory, vis_feat)
+            # The recorder's hooks would fire again in a recomputation, so tests that record run unsaved.
+            ckpt = self.checkpoint_decoder and rec is None
+            if ckpt:
+                # Built here, outside the checkpointed stages: a cached property first computed inside one would
+                # be cached during the forward but not during its recomputation (which must save the same tensors).
+                memory.key  # noqa: B018
             # Without context in the TDB the temporal queries do not depend on the SDB, so (as the release) the
             # whole temporal decoder runs first and its last layer can score every stage's frames.
             temporal: list[tuple[Tensor, Tensor]] = []  # per stage: start/end logits, actioness logits
             for k in range(0 if cfg.context_in_temporal else num_stages):
-                queries_t = self._temporal_stage(k, queries_t, memory, None, temporal)
+                queries_t = self._temporal_stage(k, queries_t, memory, None, temporal, ckpt)
             context: tuple[Tensor, Tensor] | None = None
             stages: list[StageOutput] = []
             selected_frames: list[Tensor] = []
             for k in range(num_stages):
                 if cfg.context_in_temporal:
-                    queries_t = self._temporal_stage(k, queries_t, memory, context, temporal)
-                queries_s, boxes = self.spatial_decoder.stage(k, queries_s, anchors, memory, context, self.box_head)
+                    queries_t = self._temporal_stage(k, queries_t, memory, context, temporal, ckpt)
+                queries_s, boxes = maybe_checkpoint(
+                    ckpt, self.spatial_decoder.stage, k, queries_s, anchors, memory, context, self.box_head
+                )
                 anchors = boxes.detach()
                 conf, context = None, None
                 if self.icr is not None:
@@ -247,10 +257,11 @@ class CGSTVGHead(nn.Module):
         memory: DecoderMemory,
         context: tuple[Tensor, Tensor] | None,
         predictions: list[tuple[Tensor, Tensor]],
+        checkpointed: bool = False,
     ) -> Tensor:
         """TDB_k and the temporal heads on its normed output: appends (start/end logits (B, T, 2), actioness logits
-        (B, T)) to `predictions` and returns the queries P_k."""
-        queries, hidden = self.temporal_decoder.stage(k, queries, memory, context)
+        (B, T)) to `predictions` and returns the queries P_k. `checkpointed`: recompute TDB_k in the backward."""
+        queries, hidden = maybe_checkpoint(checkpointed, self.temporal_decoder.stage, k, queries, memory, context)
         predictions.append((self.sted_head(hidden), self.actioness_head(hidden).squeeze(-1)))
         return queries
 

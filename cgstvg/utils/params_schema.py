@@ -614,6 +614,9 @@ TRAIN = Section(
         "checkpoint_every": COUNT,
         "keep_checkpoints": COUNT,
         "log_every": COUNT,
+        "memory": Section(  # cgstvg.model.memory_savers.MemorySavers
+            {"checkpoint_appearance_frames": NONNEG, "checkpoint_encoder": Bool(), "checkpoint_decoder": Bool()}
+        ),
         "validation": Section({"every": NONNEG, "split": Str(), "samples": COUNT}),  # every 0: no validation
     },
     extras={"progress": Bool()},  # the progress bar (default: when stderr is a terminal)

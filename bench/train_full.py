@@ -1,0 +1,240 @@
+"""One training step of the full-size CG-STVG at the release's HC-STVG setting: ours against the release's way.
+
+    python bench/train_full.py [--frames 64 --height 420 --width 588 --threads 2 --checkpoint-frames 8]
+                               [--device cuda --amp --warmup 1]   # bf16 autocast; adds samples/s, CUDA peak memory
+
+The model is the release's training setting with random weights: ResNet-101 (layer2-4 trained, stem and layer1
+frozen), RoBERTa-base (trained; random weights of its size, no download), Video Swin-T (frozen), the head at d = 256,
+8 heads, FFN 2048, 6 encoder + 6 decoder layers, dropout 0.1, the release's losses and weights (bbox 5, giou 4,
+sted 10, actioness 2, conf 1, every stage). The ResNet's frozen BatchNorm statistics are calibrated on random frames,
+as a pretrained ResNet's are normalised (bench/_full_model.calibrate_frozen_batchnorm). One video of T frames and
+one sentence; one step = forward, backward, gradient clipping (0.1) and an AdamW step.
+
+Two ways, each in its own fresh subprocess (so each peak RSS, `ru_maxrss`, is that way's own, model and optimizer
+included), with the same seed, hence the same weights, input and dropout masks:
+* `ours`: as `train` runs it (`BatchModel`): the motion features computed once before the step, as `extract` does
+  (not timed; the Swin's peak is in the RSS), the ResNet with folded BatchNorm and channels-last, and every saver of
+  `train.memory` on (activation checkpointing of the ResNet over `--checkpoint-frames` chunks, of each encoder layer
+  and of each decoding stage; cgstvg/model/memory_savers.py);
+* `reference`: the release's way in our code: the frozen Swin recomputed inside every step with torchvision's
+  window attention, unfolded FrozenBatchNorm2d, no activation checkpointing (bench/_full_model.REFERENCE_FLAGS).
+The ratios divide ours by the reference of the same run. Both save their gradients after the step, and the parent
+prints their relative difference over all trained parameters (`rel_grad_diff_l2` = ||g_ours - g_ref|| / ||g_ref||,
+compared with `grad_tolerance`: 1e-3 in float32, 5e-2 under bf16 autocast) and the largest per-tensor one.
+`--max-rss-gb` kills a way that outgrows the machine (reported as `failed`) instead of letting it swap.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench._full_model import (  # noqa: E402
+    REFERENCE_FLAGS,
+    SENTENCE,
+    add_model_flags,
+    build_full_model,
+    child_setup,
+    common_flags,
+    load_average,
+    measure,
+    model_config,
+    ours_model_flags,
+    peak_rss_gb,
+)
+
+LOSS_WEIGHTS = {"loss_bbox": 5, "loss_giou": 4, "loss_sted": 10, "loss_actioness": 2, "loss_conf": 1}  # hcstvg.yaml
+GRAD_CLIP = 0.1  # the release's SOLVER.MAX_GRAD_NORM
+TOLERANCE = {"float32": 1e-3, "bf16": 5e-2}
+
+
+def child(args: argparse.Namespace) -> dict:
+    """Build the model, run `--warmup` untimed steps and one timed step, save the gradients (in the subprocess)."""
+    import torch
+
+    from cgstvg.engine.batch_model import BatchModel
+    from cgstvg.model.criterion import CGSTVGCriterion
+    from cgstvg.model.memory_savers import MemorySavers, apply_memory_savers
+    from cgstvg.model.targets import GroundingTargets
+
+    device = child_setup(args)
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    model = (
+        build_full_model(args, calibrate_batchnorm=True).train().to(device)
+    )  # the frozen Swin stays in eval mode (no DropPath)
+    t = args.frames
+    frames = torch.randn(1, t, 3, args.height, args.width).to(device)
+    gt_mask = torch.zeros(1, t, dtype=torch.bool, device=device)
+    gt_mask[:, t // 4 : max(t // 4 + 1, 3 * t // 4)] = True
+    boxes = torch.tensor([0.45, 0.5, 0.3, 0.6], device=device).expand(1, t, 4).clone()
+    targets = GroundingTargets(boxes=boxes, gt_mask=gt_mask)
+    criterion = CGSTVGCriterion(LOSS_WEIGHTS)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=1e-4)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp and cuda)
+
+    if args.way == "ours":
+        with torch.no_grad(), amp:  # `extract`: the frozen Swin runs once, outside the training step
+            motion = model.motion(frames.flatten(0, 1), t).unflatten(0, (1, t))
+        apply_memory_savers(model, MemorySavers(args.checkpoint_frames, True, True))
+        net = BatchModel(model)
+        batch = {
+            "frames": frames,
+            "pixel_mask": torch.ones(1, args.height, args.width, dtype=torch.bool),  # True = real (the loader's)
+            "time_mask": torch.ones(1, t, dtype=torch.bool),
+            "sentences": [SENTENCE],
+            "features": {"motion": motion},
+        }
+
+        def forward():
+            return net(batch, targets=targets)
+    else:
+
+        def forward():
+            return model(frames, [SENTENCE], targets=targets)
+
+    def step() -> float:
+        with amp:
+            losses = criterion(forward(), targets)
+            total = criterion.weighted_total(losses, model.head.cfg.dec_layers)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
+        optimizer.step()
+        return float(total)
+
+    for i in range(args.warmup):  # CUDA: kernels, allocator, cuDNN choices settle before the timed step
+        torch.manual_seed(100 + i)
+        step()
+        optimizer.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = peak_rss_gb()
+    torch.manual_seed(2021)  # the dropout masks of the timed step, the same in both ways
+    start, cpu_start = time.perf_counter(), time.process_time()
+    loss = step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    result = {
+        "seconds": round(seconds, 3),
+        # CPU time of all threads: with other jobs on the machine, cpu_seconds / threads estimates the wall time
+        # the step would take alone.
+        "cpu_seconds": round(cpu, 2),
+        "peak_rss_gb": round(peak_rss_gb(), 3),
+        "peak_rss_gb_before_step": round(rss_before, 3),
+        "loss": loss,
+        "params_trained": sum(p.numel() for p in trainable),
+    }
+    if cuda:
+        result["samples_per_s"] = round(1 / seconds, 3)
+        result["cuda_max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    # Gradients after clipping (the same factor in both ways, up to rounding); saved after the measurements.
+    names = {p: n for n, p in model.named_parameters()}
+    torch.save({names[p]: p.grad.float().cpu() for p in trainable if p.grad is not None}, args.grads_out)
+    return result
+
+
+def grad_difference(ours_path: str, ref_path: str) -> dict:
+    """How far the two ways' gradients are apart: over all trained parameters together, ||a - b|| / ||b||; per
+    tensor, the largest max|a - b| / max|b| and where. Tensors whose gradient is below 1e-6 of the largest entry are
+    left out of the per-tensor figure: the key biases of every attention get a gradient that is exactly zero in
+    exact arithmetic (softmax ignores a shift common to all keys), i.e. pure rounding noise."""
+    import torch
+
+    a, b = torch.load(ours_path), torch.load(ref_path)
+    common = sorted(a.keys() & b.keys())
+    largest = max(float(b[n].abs().max()) for n in common)
+    worst, where, num, den = 0.0, "", 0.0, 0.0
+    for name in common:
+        num += float((a[name] - b[name]).double().pow(2).sum())
+        den += float(b[name].double().pow(2).sum())
+        scale = float(b[name].abs().max())
+        if scale <= 1e-6 * largest:
+            continue
+        diff = float((a[name] - b[name]).abs().max()) / scale
+        if diff > worst:
+            worst, where = diff, name
+    return {
+        "rel_grad_diff_l2": (num / den) ** 0.5,
+        "max_rel_grad_diff": worst,
+        "worst_parameter": where,
+        "compared_tensors": len(common),
+        "grad_in_one_way_only": sorted(a.keys() ^ b.keys()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_flags(parser, frame_chunk=0)
+    parser.add_argument("--checkpoint-frames", type=int, default=8, help="ours: frames per checkpointed ResNet chunk")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed steps before the timed one (CUDA: 1)")
+    parser.add_argument("--max-rss-gb", type=float, default=None, help="kill a way whose resident memory passes it")
+    parser.add_argument(
+        "--keep-grads", default="", help="a folder to keep both ways' gradients in (ours.pt, reference.pt)"
+    )
+    parser.add_argument("--way", choices=("ours", "reference"), default="ours", help=argparse.SUPPRESS)
+    parser.add_argument("--grads-out", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    script, common = Path(__file__).resolve(), [*common_flags(args), "--warmup", str(args.warmup)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep_grads or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        grads = {way: str(folder / f"{way}.pt") for way in ("ours", "reference")}
+        ours_flags = [*ours_model_flags(args), "--checkpoint-frames", str(args.checkpoint_frames)]
+        ways = {
+            "ours": measure(
+                script, [*common, *ours_flags, "--way", "ours", "--grads-out", grads["ours"]], args.max_rss_gb
+            ),
+            "reference": measure(
+                script,
+                [*common, *REFERENCE_FLAGS, "--way", "reference", "--grads-out", grads["reference"]],
+                args.max_rss_gb,
+            ),
+        }
+        result: dict = dict(ways)
+        ours, ref = ways["ours"], ways["reference"]
+        if "failed" not in ours and "failed" not in ref:
+            result.update(
+                {
+                    "seconds_ratio": round(ours["seconds"] / ref["seconds"], 3),
+                    "cpu_seconds_ratio": round(ours["cpu_seconds"] / ref["cpu_seconds"], 3),
+                    "rss_ratio": round(ours["peak_rss_gb"] / ref["peak_rss_gb"], 3),
+                    **grad_difference(grads["ours"], grads["reference"]),
+                    "loss_diff": abs(ours["loss"] - ref["loss"]),
+                }
+            )
+            if "cuda_max_memory_allocated_gb" in ref:
+                result["cuda_memory_ratio"] = round(
+                    ours["cuda_max_memory_allocated_gb"] / ref["cuda_max_memory_allocated_gb"], 3
+                )
+            tolerance = TOLERANCE["bf16" if args.amp and args.device.startswith("cuda") else "float32"]
+            result["grad_tolerance"] = tolerance
+            result["grads_equal"] = result["rel_grad_diff_l2"] <= tolerance and not result["grad_in_one_way_only"]
+            result["bar"] = {
+                "rss_ratio_le_0.33": result["rss_ratio"] <= 0.33,
+                "seconds_ratio_le_0.5": result["seconds_ratio"] <= 0.5,
+                "grads_equal": result["grads_equal"],
+            }
+    config = model_config(args)
+    config.update({"checkpoint_frames": args.checkpoint_frames, "warmup": args.warmup})
+    result.update({"config": config, "load_average_1min": load_average()})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
