@@ -3,9 +3,9 @@
 The page is built in a throwaway copy of the repository that holds only what `dvc plots show` reads: dvc.yaml,
 params.yaml, .dvc/config with its HTML template (.dvc/vega/page.html) and plot templates (.dvc/plots/), and the
 plot data files dvc.yaml declares, copied from `--data` (an outputs folder's parent: a checkout after `dvc repro`).
-Missing image plots (outputs/evaluate/live/plots/images) can be stood in for by `--render IMAGE`. Chromium runs with every host
-name unresolvable and a dead proxy, so the page draws only if it needs no network. tests/test_plots_render.py uses
-the same functions.
+Missing image plots (outputs/evaluate/live/plots/images) can be stood in for by `--render IMAGE`. Chromium runs with
+every host name unresolvable and a dead proxy, so the page draws only if it needs no network.
+tests/test_plots_render.py uses the same functions.
 
     python docs/render_plots_screenshot.py --data /path/to/checkout [--render docs/example_hard_clip.gif]
 """
@@ -127,7 +127,9 @@ def screenshot(page: Path, png: Path, width: int = 1400, height: int = 1600) -> 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO, help="the checkout whose outputs/ hold the plot data")
-    parser.add_argument("--render", type=Path, help="an image to show where outputs/evaluate/live/plots/images is missing")
+    parser.add_argument(
+        "--render", type=Path, help="an image to show where outputs/evaluate/live/plots/images is missing"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "plots_show.png")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1600)
