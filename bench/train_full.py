@@ -71,11 +71,13 @@ def child(args: argparse.Namespace) -> dict:
     model = (
         build_full_model(args, calibrate_batchnorm=True).train().to(device)
     )  # the frozen Swin stays in eval mode (no DropPath)
+    dtype = torch.float64 if args.float64 else torch.float32  # double: rounding ~1e-16 instead of ~1e-7
+    model = model.to(dtype)
     t = args.frames
-    frames = torch.randn(1, t, 3, args.height, args.width).to(device)
+    frames = torch.randn(1, t, 3, args.height, args.width).to(device, dtype)
     gt_mask = torch.zeros(1, t, dtype=torch.bool, device=device)
     gt_mask[:, t // 4 : max(t // 4 + 1, 3 * t // 4)] = True
-    boxes = torch.tensor([0.45, 0.5, 0.3, 0.6], device=device).expand(1, t, 4).clone()
+    boxes = torch.tensor([0.45, 0.5, 0.3, 0.6], device=device, dtype=dtype).expand(1, t, 4).clone()
     targets = GroundingTargets(boxes=boxes, gt_mask=gt_mask)
     criterion = CGSTVGCriterion(LOSS_WEIGHTS)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -182,6 +184,9 @@ def main() -> None:
     parser.add_argument(
         "--keep-grads", default="", help="a folder to keep both ways' gradients in (ours.pt, reference.pt)"
     )
+    parser.add_argument(
+        "--float64", action="store_true", help="both ways in double precision (the gradient check without rounding)"
+    )
     parser.add_argument("--way", choices=("ours", "reference"), default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--grads-out", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -191,6 +196,7 @@ def main() -> None:
         return
 
     script, common = Path(__file__).resolve(), [*common_flags(args), "--warmup", str(args.warmup)]
+    common += ["--float64"] * args.float64
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep_grads or tmp)
         folder.mkdir(parents=True, exist_ok=True)

@@ -156,12 +156,7 @@ class CGSTVGHead(nn.Module):
             if rec is not None:
                 rec.put(self._encoder_record(memory, frames_cls, anchors))
             queries_s, queries_t = self._initial_queries(memory, vis_feat)
-            # The recorder's hooks would fire again in a recomputation, so tests that record run unsaved.
-            ckpt = self.checkpoint_decoder and rec is None
-            if ckpt:
-                # Built here, outside the checkpointed stages: a cached property first computed inside one would
-                # be cached during the forward but not during its recomputation (which must save the same tensors).
-                memory.key  # noqa: B018
+            ckpt = self._checkpoint_stages(memory, recording=rec is not None)
             # Without context in the TDB the temporal queries do not depend on the SDB, so (as the release) the
             # whole temporal decoder runs first and its last layer can score every stage's frames.
             temporal: list[tuple[Tensor, Tensor]] = []  # per stage: start/end logits, actioness logits
@@ -190,6 +185,16 @@ class CGSTVGHead(nn.Module):
                 rec.put({"dec.time_info": temporal[-1][1]})
         return CGSTVGOutput.from_stages(stages, time_mask, selected_frames, None if rec is None else rec.tensors)
 
+    def _checkpoint_stages(self, memory: DecoderMemory, recording: bool) -> bool:
+        """Whether the decoding stages run under activation checkpointing (`checkpoint_decoder`, not while the
+        recorder's hooks run: they would fire again in a recomputation, so tests that record run unsaved)."""
+        if not self.checkpoint_decoder or recording:
+            return False
+        # Built here, outside the checkpointed stages: a cached property first computed inside one would be cached
+        # during the forward but not during its recomputation (which must save the same tensors).
+        memory.key  # noqa: B018
+        return True
+
     def _encode(
         self,
         vis_feat: Tensor,
@@ -206,7 +211,8 @@ class CGSTVGHead(nn.Module):
         d, hw, n_text = cfg.d_model, h * w, text_hidden.shape[1]
         # Tokens per frame: [appearance H'W' ; text L ; motion H'W'] (the release's order), frames as the batch.
         cells = vis_mask.flatten(0, 1)  # (BT, H, W)
-        vis_pos = sine_position_2d(cells, d).flatten(1, 2)  # (BT, HW, d)
+        # (BT, HW, d), computed in float32 (the release's table) and in the features' dtype (float64 checks)
+        vis_pos = sine_position_2d(cells, d).flatten(1, 2).to(vis_feat.dtype)
         app = self.input_proj(vis_feat.flatten(0, 1))
         mot = self.motion_proj(motion_feat.flatten(0, 1))
         text = self.text_resizer(text_hidden)
