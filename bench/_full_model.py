@@ -80,27 +80,40 @@ def calibrate_frozen_batchnorm(trunk: Any, height: int = 128, width: int = 160) 
     Why: with random weights and the identity statistics (mean 0, var 1) a ResNet-101 is not normalised at all; its
     layer3 activations grow to ~1e4 and layer4's to ~1e5, where float32 rounding alone moves training gradients by
     several percent between two equal computations. Calibrated statistics make it as well-scaled as a pretrained
-    one (unit-variance BN outputs), so that two ways' gradients can be compared. Deterministic: own generator.
+    one (unit-variance BN outputs), so that two ways' gradients can be compared. Deterministic: own generator, and
+    computed in float64 on a contiguous copy, so that both ways (channels-last or not) get the same statistics.
     """
+    import copy
+
     import torch
     from torchvision.ops import FrozenBatchNorm2d
 
-    def calibrate(bn: Any, inputs: tuple) -> None:
-        x = inputs[0].float()
-        bn.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        var = x.var(dim=(0, 2, 3))
-        # Channels that are (nearly) zero on these frames would get a scale of up to 1/sqrt(eps) = 316 and amplify
-        # rounding elsewhere; a floor at a tenth of the layer's mean variance keeps every scale moderate.
-        bn.running_var.copy_(var.clamp_min(0.1 * float(var.mean())))
+    stats: dict[str, tuple[Any, Any]] = {}
+    probe = copy.deepcopy(trunk).double()
 
-    hooks = [m.register_forward_pre_hook(calibrate) for m in trunk.modules() if isinstance(m, FrozenBatchNorm2d)]
-    frames = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(7))
-    try:
-        with torch.no_grad():
-            trunk._trunk(frames)  # the unfolded modules, so that each BN sees its own input
-    finally:
-        for hook in hooks:
-            hook.remove()
+    def calibrate(name: str) -> Any:
+        def hook(bn: Any, inputs: tuple) -> None:
+            x = inputs[0]
+            var = x.var(dim=(0, 2, 3))
+            # Channels that are (nearly) zero on these frames would get a scale of up to 1/sqrt(eps) = 316 and
+            # amplify rounding elsewhere; a floor at a tenth of the layer's mean variance keeps every scale moderate.
+            mean, var = x.mean(dim=(0, 2, 3)), var.clamp_min(0.1 * float(var.mean()))
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            stats[name] = (mean, var)
+
+        return hook
+
+    for name, module in probe.named_modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            module.register_forward_pre_hook(calibrate(name))
+    frames = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    with torch.no_grad():
+        probe._trunk(frames)  # the unfolded modules, so that each BN sees its own (already calibrated) input
+    for name, module in trunk.named_modules():
+        if name in stats:
+            module.running_mean.copy_(stats[name][0])
+            module.running_var.copy_(stats[name][1])
 
 
 def build_full_model(args: argparse.Namespace, calibrate_batchnorm: bool = False) -> Any:

@@ -19,8 +19,15 @@ included), with the same seed, hence the same weights, input and dropout masks:
 * `reference`: the release's way in our code: the frozen Swin recomputed inside every step with torchvision's
   window attention, unfolded FrozenBatchNorm2d, no activation checkpointing (bench/_full_model.REFERENCE_FLAGS).
 The ratios divide ours by the reference of the same run. Both save their gradients after the step, and the parent
-prints their relative difference over all trained parameters (`rel_grad_diff_l2` = ||g_ours - g_ref|| / ||g_ref||,
-compared with `grad_tolerance`: 1e-3 in float32, 5e-2 under bf16 autocast) and the largest per-tensor one.
+prints their relative difference over all trained parameters (`rel_grad_diff_l2` = ||g_ours - g_ref|| / ||g_ref||)
+and the largest per-tensor one.
+
+Whether the two ways compute the same gradients is decided by `exactness` (`--check-frames/-height/-width`, small,
+on the CPU), not by the full-size float32 figure: a random-weight ResNet-101 amplifies float32 rounding so much
+that the reference's own float32 gradients lie ~6% (relative L2) from its float64 ones, far above any tolerance a
+comparison of two float32 runs could hold. The check runs both ways in float64 (`exact_rel_grad_diff_l2`, which
+must be <= 1e-6: the same function, every saver on) and both in float32 against the reference in float64 (ours
+must be no further from the exact gradients than the reference's own float32 run, times 1.5).
 `--max-rss-gb` kills a way that outgrows the machine (reported as `failed`) instead of letting it swap.
 The last line printed is one JSON object.
 """
@@ -53,7 +60,8 @@ from bench._full_model import (  # noqa: E402
 
 LOSS_WEIGHTS = {"loss_bbox": 5, "loss_giou": 4, "loss_sted": 10, "loss_actioness": 2, "loss_conf": 1}  # hcstvg.yaml
 GRAD_CLIP = 0.1  # the release's SOLVER.MAX_GRAD_NORM
-TOLERANCE = {"float32": 1e-3, "bf16": 5e-2}
+EXACT_TOLERANCE = 1e-6  # float64: rounding ~1e-16, amplified by the depth
+FLOAT32_SLACK = 1.5  # ours in float32 vs exact, at most this times the reference in float32 vs exact
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -175,6 +183,44 @@ def grad_difference(ours_path: str, ref_path: str) -> dict:
     }
 
 
+def two_ways(script: Path, args: argparse.Namespace, folder: Path, common: list[str], tag: str = "") -> dict:
+    """Measure `ours` and `reference`, each in its own subprocess; their gradients go to folder/{way}{tag}.pt."""
+    common = [*common, "--warmup", str(args.warmup)]
+    ours_flags = [*ours_model_flags(args), "--checkpoint-frames", str(args.checkpoint_frames)]
+    flags = {"ours": ours_flags, "reference": REFERENCE_FLAGS}
+    return {
+        way: measure(
+            script, [*common, *flags[way], "--way", way, "--grads-out", str(folder / f"{way}{tag}.pt")], args.max_rss_gb
+        )
+        for way in ("ours", "reference")
+    }
+
+
+def exactness(script: Path, args: argparse.Namespace, folder: Path) -> dict:
+    """Both ways at the small check size on the CPU, in float64 and in float32: see the module docstring."""
+    size = ["--frames", str(args.check_frames), "--height", str(args.check_height), "--width", str(args.check_width)]
+    common = [*size, "--threads", str(args.threads), "--device", "cpu"]
+    for tag, extra in (("64", ["--float64"]), ("32", [])):
+        for way, out in two_ways(script, args, folder, common + extra, tag).items():
+            if "failed" in out:
+                return {"failed": f"{way} (float{tag}): {out['failed']}"}
+    g = {name: str(folder / f"{name}.pt") for name in ("ours64", "reference64", "ours32", "reference32")}
+    exact = grad_difference(g["ours64"], g["reference64"])
+    ours32 = grad_difference(g["ours32"], g["reference64"])["rel_grad_diff_l2"]
+    ref32 = grad_difference(g["reference32"], g["reference64"])["rel_grad_diff_l2"]
+    return {
+        "size": {"frames": args.check_frames, "height": args.check_height, "width": args.check_width},
+        "exact_rel_grad_diff_l2": exact["rel_grad_diff_l2"],
+        "exact_max_rel_grad_diff": exact["max_rel_grad_diff"],
+        "exact_tolerance": EXACT_TOLERANCE,
+        "float32_ours_vs_exact": ours32,
+        "float32_reference_vs_exact": ref32,
+        "grads_equal": exact["rel_grad_diff_l2"] <= EXACT_TOLERANCE
+        and not exact["grad_in_one_way_only"]
+        and ours32 <= FLOAT32_SLACK * ref32,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_flags(parser, frame_chunk=0)
@@ -187,6 +233,9 @@ def main() -> None:
     parser.add_argument(
         "--float64", action="store_true", help="both ways in double precision (the gradient check without rounding)"
     )
+    parser.add_argument("--check-frames", type=int, default=4, help="exactness check size (0: no check)")
+    parser.add_argument("--check-height", type=int, default=96)
+    parser.add_argument("--check-width", type=int, default=128)
     parser.add_argument("--way", choices=("ours", "reference"), default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--grads-out", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -195,32 +244,19 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    script, common = Path(__file__).resolve(), [*common_flags(args), "--warmup", str(args.warmup)]
-    common += ["--float64"] * args.float64
+    script = Path(__file__).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep_grads or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        grads = {way: str(folder / f"{way}.pt") for way in ("ours", "reference")}
-        ours_flags = [*ours_model_flags(args), "--checkpoint-frames", str(args.checkpoint_frames)]
-        ways = {
-            "ours": measure(
-                script, [*common, *ours_flags, "--way", "ours", "--grads-out", grads["ours"]], args.max_rss_gb
-            ),
-            "reference": measure(
-                script,
-                [*common, *REFERENCE_FLAGS, "--way", "reference", "--grads-out", grads["reference"]],
-                args.max_rss_gb,
-            ),
-        }
-        result: dict = dict(ways)
-        ours, ref = ways["ours"], ways["reference"]
-        if "failed" not in ours and "failed" not in ref:
+        result: dict = two_ways(script, args, folder, [*common_flags(args)] + ["--float64"] * args.float64)
+        if "failed" not in result["ours"] and "failed" not in result["reference"]:
+            ours, ref = result["ours"], result["reference"]
             result.update(
                 {
                     "seconds_ratio": round(ours["seconds"] / ref["seconds"], 3),
                     "cpu_seconds_ratio": round(ours["cpu_seconds"] / ref["cpu_seconds"], 3),
                     "rss_ratio": round(ours["peak_rss_gb"] / ref["peak_rss_gb"], 3),
-                    **grad_difference(grads["ours"], grads["reference"]),
+                    **grad_difference(str(folder / "ours.pt"), str(folder / "reference.pt")),
                     "loss_diff": abs(ours["loss"] - ref["loss"]),
                 }
             )
@@ -228,13 +264,13 @@ def main() -> None:
                 result["cuda_memory_ratio"] = round(
                     ours["cuda_max_memory_allocated_gb"] / ref["cuda_max_memory_allocated_gb"], 3
                 )
-            tolerance = TOLERANCE["bf16" if args.amp and args.device.startswith("cuda") else "float32"]
-            result["grad_tolerance"] = tolerance
-            result["grads_equal"] = result["rel_grad_diff_l2"] <= tolerance and not result["grad_in_one_way_only"]
+        if args.check_frames > 0:
+            result["exactness"] = exactness(script, args, folder)
+        if "seconds_ratio" in result and "exactness" in result:
             result["bar"] = {
                 "rss_ratio_le_0.33": result["rss_ratio"] <= 0.33,
                 "seconds_ratio_le_0.5": result["seconds_ratio"] <= 0.5,
-                "grads_equal": result["grads_equal"],
+                "grads_equal": result["exactness"]["grads_equal"],
             }
     config = model_config(args)
     config.update({"checkpoint_frames": args.checkpoint_frames, "warmup": args.warmup})
