@@ -57,6 +57,7 @@ from bench._full_model import (  # noqa: E402
     ours_model_flags,
     peak_rss_gb,
 )
+from bench._part_timer import PartTimer  # noqa: E402
 
 LOSS_WEIGHTS = {"loss_bbox": 5, "loss_giou": 4, "loss_sted": 10, "loss_actioness": 2, "loss_conf": 1}  # hcstvg.yaml
 GRAD_CLIP = 0.1  # the release's SOLVER.MAX_GRAD_NORM
@@ -95,7 +96,9 @@ def child(args: argparse.Namespace) -> dict:
     if args.way == "ours":
         with torch.no_grad(), amp:  # `extract`: the frozen Swin runs once, outside the training step
             motion = model.motion(frames.flatten(0, 1), t).unflatten(0, (1, t))
-        apply_memory_savers(model, MemorySavers(args.checkpoint_frames, True, True))
+        apply_memory_savers(
+            model, MemorySavers(args.checkpoint_frames, not args.no_checkpoint_encoder, not args.no_checkpoint_decoder)
+        )
         net = BatchModel(model)
         batch = {
             "frames": frames,
@@ -112,13 +115,17 @@ def child(args: argparse.Namespace) -> dict:
         def forward():
             return model(frames, [SENTENCE], targets=targets)
 
+    timer = PartTimer(model)  # made after ours' motion features: `extract`'s work is not the step's
+
     def step() -> float:
         with amp:
-            losses = criterion(forward(), targets)
+            out = timer.timed("forward", forward)
+            losses = timer.timed("loss", lambda: criterion(out, targets))
             total = criterion.weighted_total(losses, model.head.cfg.dec_layers)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
-        optimizer.step()
+        timer.active = False  # checkpoint recomputations inside backward count as backward
+        timer.timed("backward", total.backward)
+        timer.timed("clip+optimizer", lambda: (torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP), optimizer.step()))
+        timer.active = True
         return float(total)
 
     for i in range(args.warmup):  # CUDA: kernels, allocator, cuDNN choices settle before the timed step
@@ -130,11 +137,13 @@ def child(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_before = peak_rss_gb()
     torch.manual_seed(2021)  # the dropout masks of the timed step, the same in both ways
+    timer.seconds.clear()
     start, cpu_start = time.perf_counter(), time.process_time()
     loss = step()
     if cuda:
         torch.cuda.synchronize()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    parts = timer.parts()
     result = {
         "seconds": round(seconds, 3),
         # CPU time of all threads: with other jobs on the machine, cpu_seconds / threads estimates the wall time
@@ -145,6 +154,8 @@ def child(args: argparse.Namespace) -> dict:
         "loss": loss,
         "params_trained": sum(p.numel() for p in trainable),
     }
+    if not cuda:  # CUDA runs asynchronously: host-side wall times between hooks would not be the kernels' times
+        result["parts_seconds"] = {k: round(v, 3) for k, v in sorted(parts.items())}
     if cuda:
         result["samples_per_s"] = round(1 / seconds, 3)
         result["cuda_max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
@@ -221,10 +232,48 @@ def exactness(script: Path, args: argparse.Namespace, folder: Path) -> dict:
     }
 
 
+SAVER_OFF_FLAGS = {
+    "checkpoint_appearance_frames": ["--checkpoint-frames", "0"],
+    "checkpoint_encoder": ["--no-checkpoint-encoder"],
+    "checkpoint_decoder": ["--no-checkpoint-decoder"],
+}
+
+
+def switch_costs(script: Path, args: argparse.Namespace, folder: Path, ours: dict) -> dict:
+    """Ours again with one saver off at a time (same size): the saver's time cost is ours' seconds minus that
+    run's, its memory saving that run's peak RSS minus ours'."""
+    common = [*common_flags(args), "--warmup", str(args.warmup), "--way", "ours"]
+    base = [*ours_model_flags(args), "--checkpoint-frames", str(args.checkpoint_frames)]
+    if args.no_checkpoint_encoder:
+        base.append("--no-checkpoint-encoder")
+    if args.no_checkpoint_decoder:
+        base.append("--no-checkpoint-decoder")
+    costs = {}
+    for saver, off in SAVER_OFF_FLAGS.items():
+        out = measure(script, [*common, *base, *off, "--grads-out", str(folder / f"off-{saver}.pt")], args.max_rss_gb)
+        if "failed" in out:
+            costs[saver] = {"failed": out["failed"]}
+            continue
+        costs[saver] = {
+            "off_seconds": out["seconds"],
+            "off_peak_rss_gb": out["peak_rss_gb"],
+            "costs_seconds": round(ours["seconds"] - out["seconds"], 2),
+            "saves_rss_gb": round(out["peak_rss_gb"] - ours["peak_rss_gb"], 3),
+        }
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_flags(parser, frame_chunk=0)
     parser.add_argument("--checkpoint-frames", type=int, default=8, help="ours: frames per checkpointed ResNet chunk")
+    parser.add_argument("--no-checkpoint-encoder", action="store_true", help="ours: encoder layers not checkpointed")
+    parser.add_argument("--no-checkpoint-decoder", action="store_true", help="ours: decoder stages not checkpointed")
+    parser.add_argument(
+        "--switch-costs",
+        action="store_true",
+        help="also run ours once with each saver off: what each costs in seconds and saves in peak RSS",
+    )
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps before the timed one (CUDA: 1)")
     parser.add_argument("--max-rss-gb", type=float, default=None, help="kill a way whose resident memory passes it")
     parser.add_argument(
@@ -264,6 +313,8 @@ def main() -> None:
                 result["cuda_memory_ratio"] = round(
                     ours["cuda_max_memory_allocated_gb"] / ref["cuda_max_memory_allocated_gb"], 3
                 )
+        if args.switch_costs and "failed" not in result["ours"]:
+            result["switch_costs"] = switch_costs(script, args, folder, result["ours"])
         if args.check_frames > 0:
             result["exactness"] = exactness(script, args, folder)
         if "seconds_ratio" in result and "exactness" in result:
