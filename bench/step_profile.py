@@ -17,13 +17,12 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PARTS = ("appearance", "text", "head.encoder", "head.temporal_decoder", "head.spatial_decoder", "head.icr")  # ICG + ICR
+from bench._part_timer import PartTimer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -65,50 +64,15 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = build_optimizer(model, group_specs_from_params(cfg["optim"]), float(cfg["optim"]["weight_decay"]))
     ema = build_ema(model, float(cfg["ema_decay"]))
 
-    seconds: dict[str, float] = defaultdict(float)
-    starts: dict[str, float] = {}
-    for name in PARTS[:-1]:
-        module = model.get_submodule(name)
-        # The head drives its decoders layer by layer (it never calls the decoder modules), so time their layers.
-        timed_modules = list(module.layers) if name.endswith("_decoder") else [module]
-        for i, sub in enumerate(timed_modules):
-            key = f"{name}.{i}"
-            sub.register_forward_pre_hook(lambda m, a, k=key: starts.__setitem__(k, time.perf_counter()))
-            sub.register_forward_hook(
-                lambda m, a, o, n=name, k=key: seconds.__setitem__(n, seconds[n] + time.perf_counter() - starts[k])
-            )
-    if model.head.icg is not None:  # ICG (a module call) and ICR (its select / context methods) count together
-        model.head.icg.register_forward_pre_hook(lambda m, a: starts.__setitem__("icg", time.perf_counter()))
-        model.head.icg.register_forward_hook(
-            lambda m, a, o: seconds.__setitem__("head.icr", seconds["head.icr"] + time.perf_counter() - starts["icg"])
-        )
-        for method in ("select", "context"):
-            original = getattr(model.head.icr, method)
-
-            def wrapped(*a, _original=original, **k):
-                t0 = time.perf_counter()
-                out = _original(*a, **k)
-                seconds["head.icr"] += time.perf_counter() - t0
-                return out
-
-            setattr(model.head.icr, method, wrapped)
-    model.head.register_forward_pre_hook(lambda m, a: starts.__setitem__("head", time.perf_counter()))
-    model.head.register_forward_hook(
-        lambda m, a, o: seconds.__setitem__("head.total", seconds["head.total"] + time.perf_counter() - starts["head"])
-    )
-
-    def timed(part: str, fn):
-        t0 = time.perf_counter()
-        out = fn()
-        seconds[part] += time.perf_counter() - t0
-        return out
+    timer = PartTimer(model)  # per-module forward times (bench/_part_timer.py)
+    timed = timer.timed
 
     model.train()
     it = iter(loader)
     num_stages = model.head.cfg.dec_layers
     for step in range(args.steps + 2):
         if step == 2:  # warm-up done
-            seconds.clear()
+            timer.seconds.clear()
             started = time.perf_counter()
         batch = timed("data", lambda: next(it))
         targets = grounding_targets(batch)
@@ -123,9 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         timed("ema", lambda: ema.update_parameters(model))
     step_seconds = (time.perf_counter() - started) / args.steps
-    per_step = {k: v / args.steps for k, v in seconds.items()}
-    listed = sum(per_step.get(p, 0.0) for p in PARTS if p.startswith("head."))
-    per_step["head.other"] = per_step.pop("head.total", 0.0) - listed
+    per_step = timer.parts(args.steps)
     result = {
         "step_seconds": round(step_seconds, 4),
         "steps": args.steps,
