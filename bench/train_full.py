@@ -259,6 +259,8 @@ def switch_costs(script: Path, args: argparse.Namespace, folder: Path, ours: dic
             "off_peak_rss_gb": out["peak_rss_gb"],
             "costs_seconds": round(ours["seconds"] - out["seconds"], 2),
             "saves_rss_gb": round(out["peak_rss_gb"] - ours["peak_rss_gb"], 3),
+            # where the time went without the saver: a recomputation shows up as a shorter backward
+            "off_parts_seconds": out.get("parts_seconds", {}),
         }
     return costs
 
