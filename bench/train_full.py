@@ -194,11 +194,20 @@ def grad_difference(ours_path: str, ref_path: str) -> dict:
     }
 
 
+def ours_flags(args: argparse.Namespace) -> list[str]:
+    """The child flags of ours: model flags and the memory savers as given to this run."""
+    flags = [*ours_model_flags(args), "--checkpoint-frames", str(args.checkpoint_frames)]
+    if args.no_checkpoint_encoder:
+        flags.append("--no-checkpoint-encoder")
+    if args.no_checkpoint_decoder:
+        flags.append("--no-checkpoint-decoder")
+    return flags
+
+
 def two_ways(script: Path, args: argparse.Namespace, folder: Path, common: list[str], tag: str = "") -> dict:
     """Measure `ours` and `reference`, each in its own subprocess; their gradients go to folder/{way}{tag}.pt."""
     common = [*common, "--warmup", str(args.warmup)]
-    ours_flags = [*ours_model_flags(args), "--checkpoint-frames", str(args.checkpoint_frames)]
-    flags = {"ours": ours_flags, "reference": REFERENCE_FLAGS}
+    flags = {"ours": ours_flags(args), "reference": REFERENCE_FLAGS}
     return {
         way: measure(
             script, [*common, *flags[way], "--way", way, "--grads-out", str(folder / f"{way}{tag}.pt")], args.max_rss_gb
@@ -243,11 +252,7 @@ def switch_costs(script: Path, args: argparse.Namespace, folder: Path, ours: dic
     """Ours again with one saver off at a time (same size): the saver's time cost is ours' seconds minus that
     run's, its memory saving that run's peak RSS minus ours'."""
     common = [*common_flags(args), "--warmup", str(args.warmup), "--way", "ours"]
-    base = [*ours_model_flags(args), "--checkpoint-frames", str(args.checkpoint_frames)]
-    if args.no_checkpoint_encoder:
-        base.append("--no-checkpoint-encoder")
-    if args.no_checkpoint_decoder:
-        base.append("--no-checkpoint-decoder")
+    base = ours_flags(args)
     costs = {}
     for saver, off in SAVER_OFF_FLAGS.items():
         out = measure(script, [*common, *base, *off, "--grads-out", str(folder / f"off-{saver}.pt")], args.max_rss_gb)
