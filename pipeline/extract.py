@@ -184,7 +184,9 @@ def _run(args: argparse.Namespace, mapper) -> dict:
     if "appearance" in names:  # cached appearance and text come from the weights `train` would start from
         report = init_grounding(model, model_params, tokenizer)
         if report is not None:
-            print(f"extract: appearance and text initialised from {model_params['init']['grounding']}")
+            init = model_params["init"]
+            paths = " then ".join(str(init[k]) for k in ("grounding", "action_grounding") if init.get(k) is not None)
+            print(f"extract: appearance and text initialised from {paths}")
     weights = frozen_state(model, names)
     with atomic_path(args.out / "frozen_backbones.safetensors") as tmp:
         save_file(weights, str(tmp))

@@ -75,8 +75,9 @@ def build_training_model(params: dict, features_dir: Path, where) -> tuple[Batch
     model = build_cgstvg(model_params, tokenizer if tokenizer.is_dir() else None)
     report = init_grounding(model, model_params, tokenizer)
     if report is not None:
-        path = model_params["init"]["grounding"]
-        print(f"train: initialised {len(report.mapped)} tensors from {path} ({len(report.dropped)} left out)")
+        init = model_params["init"]
+        paths = " then ".join(str(init[k]) for k in ("grounding", "action_grounding") if init.get(k) is not None)
+        print(f"train: initialised {len(report.mapped)} tensors from {paths} ({len(report.dropped)} left out)")
     load_frozen_backbones(model, features_dir / "frozen_backbones.safetensors")
     for name in ("appearance", "text"):
         if name in names:  # cached means frozen

@@ -351,6 +351,7 @@ def _arguments(fn) -> set[str]:
 def test_the_schema_has_the_keys_the_code_reads():
     from cgstvg.data.synthetic.dataset import SynthesizeConfig
     from cgstvg.data.synthetic.scene import SceneConfig
+    from cgstvg.engine.pretrain_action_grounding import ActionPretrainSettings
     from cgstvg.engine.pretrain_grounding import PretrainSettings
     from cgstvg.engine.pretrain_motion import MotionPretrainSettings
     from cgstvg.model.appearance import ResNetTrunk, SmallConvNet
@@ -359,7 +360,7 @@ def test_the_schema_has_the_keys_the_code_reads():
     from cgstvg.model.motion import VideoSwinBackbone
     from cgstvg.utils import params_schema as s
     from flows.settings import FlowSettings, Torchrun
-    from pipeline import pretrain_grounding, pretrain_motion
+    from pipeline import pretrain_action_grounding, pretrain_grounding, pretrain_motion
 
     def keys(section: Section) -> set[str]:
         return set(section.fields) | set(section.extras)
@@ -371,6 +372,9 @@ def test_the_schema_has_the_keys_the_code_reads():
     assert keys(s.MOTION) == _arguments(VideoSwinBackbone.__init__)
     assert keys(s.PRETRAIN_GROUNDING) == _fields(PretrainSettings) | set(pretrain_grounding.DATA_KEYS)
     assert keys(s.PRETRAIN_MOTION) == _fields(MotionPretrainSettings) | set(pretrain_motion.DATA_KEYS)
+    assert keys(s.PRETRAIN_ACTION_GROUNDING) == _fields(ActionPretrainSettings) | set(
+        pretrain_action_grounding.DATA_KEYS
+    )
     objects = s.PRETRAIN_MOTION.fields["objects"]
     assert isinstance(objects, Section)
     assert keys(objects) == _fields(MotionPretrainSettings) | {"train_clips", "val_clips", "window"}

@@ -514,7 +514,7 @@ MODEL_HEAD: dict[str, Spec] = {  # cgstvg.model.config.CGSTVGConfig
 
 MODEL = Section(
     {
-        "init": Section({"grounding": PATH, "motion": PATH}, nullable=True),
+        "init": Section({"grounding": PATH, "action_grounding": PATH, "motion": PATH}, nullable=True),
         "backbones": Section({"appearance": APPEARANCE, "motion": MOTION, "text": TEXT}),
         **MODEL_HEAD,
         "loss": Section(
@@ -546,6 +546,28 @@ PRETRAIN_GROUNDING = Section(
         "seed": NONNEG,
         "threads": COUNT,
         # `model` keys overridden while pretraining: the head's (the backbones are what it trains)
+        "model": Section(MODEL_HEAD, nullable=True, complete=False, noun="model key"),
+    }
+)
+
+PRETRAIN_ACTION_GROUNDING = Section(
+    {
+        "train_clips": COUNT,
+        "val_clips": COUNT,
+        "frames_per_clip": COUNT,
+        "p_positive": PROB,
+        "steps": COUNT,
+        "frames": COUNT,
+        "lr": LR,
+        "weight_decay": Float(min=0),
+        "warmup_steps": NONNEG,
+        "grad_clip": LR,
+        "loss_bbox": Float(min=0),
+        "loss_giou": Float(min=0),
+        "loss_actioness": Float(min=0),
+        "eval_every": COUNT,
+        "seed": NONNEG,
+        "threads": COUNT,
         "model": Section(MODEL_HEAD, nullable=True, complete=False, noun="model key"),
     }
 )
@@ -644,6 +666,7 @@ SCHEMA = Section(
         "flows": FLOWS,
         "model": MODEL,
         "pretrain_grounding": PRETRAIN_GROUNDING,
+        "pretrain_action_grounding": PRETRAIN_ACTION_GROUNDING,
         "pretrain_motion": PRETRAIN_MOTION,
         "extract": EXTRACT,
         "train": TRAIN,
