@@ -119,6 +119,23 @@ def render_choice(rows: list[dict], count: int) -> list[dict]:
     return [ranked[i] for i in picks]
 
 
+def draw_sample(row: dict, sample: dict, gt: GroundTruth) -> np.ndarray:
+    """One predictions row drawn on its stored frames (a raw shard sample): (T, H, W, 3) uint8."""
+    clip = clip_from_sample(sample)
+    n = len(row["boxes"])
+    return draw_prediction(
+        clip["frames"].permute(0, 2, 3, 1).numpy(),
+        clip["frame_ids"].numpy(),
+        sentence=row["sentence"],
+        pred_segment=(row["pred_start"], row["pred_end"]),
+        pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n),
+        pred_boxes=row["boxes"],
+        gt_segment=gt.tube,
+        gt_boxes=gt.boxes,
+        original_size=tuple(clip["orig_size"]),
+    )
+
+
 def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], live_dir: Path) -> list[Path]:
     """Draw the chosen rows on their stored frames (read back from the frame shards) and log each as a still
     contact sheet through DVCLive: `<live_dir>/plots/images/renders/<i>_<sample_id>.png` (i = 0: the lowest vIoU),
@@ -134,20 +151,7 @@ def render(rows: list[dict], split_dir: Path, gt: dict[str, GroundTruth], live_d
         row = wanted.get(sample["__key__"])
         if row is None:
             continue
-        clip = clip_from_sample(sample)
-        g = gt[row["sample_id"]]
-        n = len(row["boxes"])
-        drawn = draw_prediction(
-            clip["frames"].permute(0, 2, 3, 1).numpy(),
-            clip["frame_ids"].numpy(),
-            sentence=row["sentence"],
-            pred_segment=(row["pred_start"], row["pred_end"]),
-            pred_frames=np.arange(row["box_first_frame"], row["box_first_frame"] + n),
-            pred_boxes=row["boxes"],
-            gt_segment=g.tube,
-            gt_boxes=g.boxes,
-            original_size=tuple(clip["orig_size"]),
-        )
+        drawn = draw_sample(row, sample, gt[row["sample_id"]])
         name = f"renders/{position[row['sample_id']]}_{row['sample_id']}.png"
         live.log_image(name, contact_sheet(drawn))
         written.append(Path(live.plots_dir) / "images" / name)

@@ -14,7 +14,7 @@ from cgstvg.engine.live import read_metric
 from cgstvg.evaluation.report import HEADLINE_KEYS
 from cgstvg.inference.checkpoint import load_grounding_model
 from pipeline import evaluate, extract, shard
-from pipeline_support import run_stage, tiny_params, write_params
+from pipeline_support import REPO, run_stage, tiny_params, write_params
 
 STAGES = ("synthesize", "normalize", "shard", "extract", "train", "evaluate")
 METRIC_KEYS = {"m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU", "n"}
@@ -56,6 +56,35 @@ def test_predictions_plots_and_renders(run):
         assert len(list(csv.DictReader(f))) == 4
     sheets = sorted((out / "evaluate" / "live" / "plots" / "images" / "renders").glob("*.png"))
     assert len(sheets) == 2 and sheets[0].name.startswith("0_")  # through DVCLive, worst vIoU first
+
+
+def test_the_readme_render_is_an_animation(run, tmp_path):
+    # docs/render_example.py once wrote evaluate's still PNG under the README's .gif name
+    import importlib.util
+
+    import pyarrow as pa
+    from PIL import Image
+
+    _, out, _ = run
+    outputs = tmp_path / "outputs"
+    for stage in ("evaluate", "normalize", "shard"):
+        (outputs / stage).parent.mkdir(parents=True, exist_ok=True)
+        (outputs / stage).symlink_to(out / stage)
+    clips = pq.read_table(out / "synthesize" / "clips.parquet")
+    (outputs / "synthesize").mkdir()  # every clip marked hard, so that the tiny run has some
+    pq.write_table(
+        clips.set_column(clips.schema.get_field_index("hard"), "hard", pa.array([True] * len(clips))),
+        outputs / "synthesize" / "clips.parquet",
+    )
+    spec = importlib.util.spec_from_file_location("render_example", REPO / "docs" / "render_example.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    gif = script.main(["--outputs", str(outputs), "--out", str(tmp_path / "clip.gif")])
+    from cgstvg.data.shard_reader import iter_split_samples
+
+    stored = {len(json.loads(s["json"])["frame_ids"]) for s in iter_split_samples(out / "shard" / "hcstvg_v1" / "test")}
+    with Image.open(gif) as im:  # one GIF frame per stored frame, 1/4 s each (--fps 4)
+        assert im.format == "GIF" and im.n_frames in stored and im.n_frames > 1 and im.info["duration"] == 250
 
 
 def test_training_outputs(run):
